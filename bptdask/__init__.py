@@ -1,0 +1,1 @@
+"""bptdask: bi-layered parallel CNN training (BPT-CNN) on Dask."""

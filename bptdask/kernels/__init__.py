@@ -1,0 +1,48 @@
+"""CNN kernels written once against the array namespace of their inputs (NumPy or CuPy).
+
+Every function takes and returns arrays; none holds state. Shapes are NCHW for
+activations and PyTorch's layouts for weights.
+"""
+
+from bptdask.kernels.activation import (
+    dropout_backward,
+    dropout_forward,
+    dropout_mask,
+    relu_backward,
+    relu_forward,
+)
+from bptdask.kernels.conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col
+from bptdask.kernels.dense import dense_backward, dense_forward
+from bptdask.kernels.loss import log_softmax, softmax, softmax_cross_entropy
+from bptdask.kernels.optim import sgd_momentum_update
+from bptdask.kernels.pool import (
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    pool_output_size,
+)
+
+__all__ = [
+    "avg_pool2d_backward",
+    "avg_pool2d_forward",
+    "col2im",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv_output_size",
+    "dense_backward",
+    "dense_forward",
+    "dropout_backward",
+    "dropout_forward",
+    "dropout_mask",
+    "im2col",
+    "log_softmax",
+    "max_pool2d_backward",
+    "max_pool2d_forward",
+    "pool_output_size",
+    "relu_backward",
+    "relu_forward",
+    "sgd_momentum_update",
+    "softmax",
+    "softmax_cross_entropy",
+]

@@ -1,0 +1,38 @@
+"""Element-wise activations: ReLU and inverted dropout."""
+
+from __future__ import annotations
+
+from bptdask._typing import Array
+from bptdask.backend import array_namespace
+
+
+def relu_forward(x: Array) -> tuple[Array, Array]:
+    """``max(x, 0)`` and the boolean mask ``x > 0`` that the backward pass needs."""
+    xp = array_namespace(x)
+    mask = x > 0
+    return xp.where(mask, x, x.dtype.type(0)), mask
+
+
+def relu_backward(dy: Array, mask: Array) -> Array:
+    """Gradient of ReLU: ``dy`` where the input was positive, else 0 (same shape as ``dy``)."""
+    xp = array_namespace(dy)
+    return xp.where(mask, dy, dy.dtype.type(0))
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, rng, dtype) -> Array:
+    """Inverted-dropout multiplier: 0 with probability ``p``, else ``1 / (1 - p)``.
+
+    ``rng`` is a NumPy or CuPy ``Generator``; the mask lives where the generator does.
+    """
+    keep = rng.random(shape, dtype=dtype) >= p
+    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+
+def dropout_forward(x: Array, mask: Array) -> Array:
+    """Apply a mask from :func:`dropout_mask`: ``x * mask``."""
+    return x * mask
+
+
+def dropout_backward(dy: Array, mask: Array) -> Array:
+    """Gradient of dropout: ``dy * mask``."""
+    return dy * mask

@@ -1,0 +1,34 @@
+"""Fully connected layer: ``y = x @ weight.T + bias`` with PyTorch's ``(out, in)`` weights."""
+
+from __future__ import annotations
+
+from bptdask._typing import Array
+
+
+def dense_forward(x: Array, weight: Array, bias: Array | None) -> Array:
+    """``x`` ``(N, in)``, ``weight`` ``(out, in)``, ``bias`` ``(out,)`` -> ``(N, out)``."""
+    y = x @ weight.T
+    if bias is not None:
+        y += bias
+    return y
+
+
+def dense_backward(
+    dy: Array, x: Array, weight: Array, *, need_input_grad: bool = True
+) -> tuple[Array | None, Array, Array]:
+    """Gradients of :func:`dense_forward`.
+
+    Parameters
+    ----------
+    dy : array, shape (N, out)
+    x : array, shape (N, in), the forward input
+    weight : array, shape (out, in)
+
+    Returns
+    -------
+    dx : array, shape (N, in), or None when ``need_input_grad`` is False
+    dweight : array, shape (out, in)
+    dbias : array, shape (out,)
+    """
+    dx = dy @ weight if need_input_grad else None
+    return dx, dy.T @ x, dy.sum(axis=0)

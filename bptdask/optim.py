@@ -1,0 +1,47 @@
+"""Optimizer settings and state over whole parameter dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bptdask._typing import Params
+from bptdask.errors import ConfigurationError
+from bptdask.kernels import sgd_momentum_update
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Stochastic gradient descent with momentum and L2 weight decay (``torch.optim.SGD``).
+
+    The optimizer is plain settings; its state (one velocity array per parameter) is a
+    dict the caller owns, created by :meth:`init_state`.
+    """
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ConfigurationError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigurationError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.weight_decay >= 0:
+            raise ConfigurationError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigurationError("nesterov=True needs momentum > 0")
+
+    def init_state(self, params: Params) -> Params:
+        """Zero velocities shaped like ``params``."""
+        return {name: value * value.dtype.type(0) for name, value in params.items()}
+
+    def update(self, params: Params, grads: Params, state: Params) -> tuple[Params, Params]:
+        """New ``(params, state)`` after one step; the inputs are left untouched."""
+        new_params, new_state = {}, {}
+        for name, value in params.items():
+            new_params[name], new_state[name] = sgd_momentum_update(
+                value, grads[name], state[name],
+                lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov,
+            )
+        return new_params, new_state
