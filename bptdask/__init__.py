@@ -1,1 +1,47 @@
-"""bptdask: bi-layered parallel CNN training (BPT-CNN) on Dask."""
+"""bptdask: bi-layered parallel CNN training (BPT-CNN) on Dask.
+
+The namespace is flat and loaded lazily: ``import bptdask.kernels`` pulls in NumPy
+only, and Dask or Zarr are imported the first time a name that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "BPTClassifier": "bptdask.estimator",
+    "Sequential": "bptdask.model",
+    "SGD": "bptdask.optim",
+    "train_step": "bptdask.inner",
+    "save_model": "bptdask.serialize",
+    "load_model": "bptdask.serialize",
+    "BptDaskError": "bptdask.errors",
+}
+_SUBMODULES = {"backend", "datasets", "errors", "inner", "kernels", "layers", "models", "optim"}
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"bptdask.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'bptdask' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from bptdask import backend, datasets, errors, inner, kernels, layers, models, optim
+    from bptdask.errors import BptDaskError
+    from bptdask.estimator import BPTClassifier
+    from bptdask.inner import train_step
+    from bptdask.model import Sequential
+    from bptdask.optim import SGD
+    from bptdask.serialize import load_model, save_model

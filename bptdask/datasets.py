@@ -66,3 +66,36 @@ def digits(*, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)
     return _shuffled(images, labels, random_state)
+
+
+#: Loaders by the names the command line and pipelines use.
+LOADERS = {"mnist-sample": mnist_sample, "digits": digits}
+
+
+def load(name: str, *, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a packaged dataset by name (see :data:`LOADERS`)."""
+    if name not in LOADERS:
+        raise ConfigurationError(f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
+    return LOADERS[name](random_state=random_state)
+
+
+def split(images: np.ndarray, labels: np.ndarray, *, test_size: int, train_size: int | None = None):
+    """The last ``test_size`` samples as a test set, up to ``train_size`` before them for training.
+
+    The loaders already shuffle by seed, so a positional split is a random split.
+
+    Returns
+    -------
+    (X_train, y_train), (X_test, y_test)
+    """
+    n = len(labels)
+    if not 0 < test_size < n:
+        raise ConfigurationError(f"test_size must be between 1 and {n - 1} for {n} samples, got {test_size}")
+    available = n - test_size
+    train_size = available if train_size is None else train_size
+    if not 0 < train_size <= available:
+        raise ConfigurationError(
+            f"train_size must be between 1 and {available} ({n} samples minus test_size {test_size}), got {train_size}"
+        )
+    test = slice(available, n)
+    return (images[:train_size], labels[:train_size]), (images[test], labels[test])

@@ -30,3 +30,35 @@ class ModelFileError(BptDaskError, ValueError):
 
 class NotFittedError(BptDaskError, ValueError, AttributeError):
     """An estimator method that needs learned weights was called before ``fit``."""
+
+
+class DatasetError(BptDaskError, ValueError):
+    """A dataset store cannot be used: missing, malformed, incomplete or corrupt."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """No dataset exists at the given path or store."""
+
+
+class DatasetExistsError(DatasetError, FileExistsError):
+    """The target of an ingest already holds data and ``overwrite=True`` was not given."""
+
+
+class DatasetFormatError(DatasetError):
+    """A store is not a bptdask dataset or breaks its format (arrays, dtypes, chunks, attributes)."""
+
+
+class IncompleteDatasetError(DatasetError):
+    """A dataset was never finished: its ingest was interrupted or is still running."""
+
+
+class DatasetVersionError(DatasetError):
+    """A dataset was written in a newer format than this bptdask can read."""
+
+
+class CorruptChunkError(DatasetError):
+    """A stored chunk is missing or fails its checksum or decompression."""
+
+
+class SourceError(BptDaskError, ValueError):
+    """An ingest source (IDX, NPZ, image folder) is missing, malformed or undecodable."""

@@ -87,9 +87,13 @@ class Layer:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
 
 
-def _he_uniform(rng: np.random.Generator, shape: Shape, fan_in: int, dtype) -> np.ndarray:
-    """He/Kaiming uniform init for ReLU networks: ``U(-sqrt(6/fan_in), +sqrt(6/fan_in))``."""
-    bound = math.sqrt(6.0 / fan_in)
+def _fan_in_uniform(rng: np.random.Generator, shape: Shape, fan_in: int, dtype) -> np.ndarray:
+    """``U(-1/sqrt(fan_in), +1/sqrt(fan_in))``: PyTorch's default for conv and linear layers.
+
+    (``kaiming_uniform_(a=sqrt(5))`` for weights, the same bound for biases), so a network
+    initialised here behaves like the same network freshly built in PyTorch.
+    """
+    bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
@@ -131,7 +135,10 @@ class Conv2D(Layer):
     def init_params(self, input_shape, rng, dtype):
         shapes = self.param_shapes(input_shape)
         fan_in = int(np.prod(shapes["weight"][1:]))
-        return {"weight": _he_uniform(rng, shapes["weight"], fan_in, dtype), "bias": np.zeros(shapes["bias"], dtype)}
+        return {
+            "weight": _fan_in_uniform(rng, shapes["weight"], fan_in, dtype),
+            "bias": _fan_in_uniform(rng, shapes["bias"], fan_in, dtype),
+        }
 
     def forward(self, params, x, *, train, rng):
         y, col = kernels.conv2d_forward(x, params["weight"], params["bias"], stride=self.stride, padding=self.padding)
@@ -245,7 +252,10 @@ class Dense(Layer):
 
     def init_params(self, input_shape, rng, dtype):
         shapes = self.param_shapes(input_shape)
-        return {"weight": _he_uniform(rng, shapes["weight"], input_shape[0], dtype), "bias": np.zeros(shapes["bias"], dtype)}
+        return {
+            "weight": _fan_in_uniform(rng, shapes["weight"], input_shape[0], dtype),
+            "bias": _fan_in_uniform(rng, shapes["bias"], input_shape[0], dtype),
+        }
 
     def forward(self, params, x, *, train, rng):
         return kernels.dense_forward(x, params["weight"], params["bias"]), x

@@ -90,7 +90,7 @@ class Sequential:
         }
 
     def init_params(self, seed: int = 0, *, dtype="float32", xp=np) -> Params:
-        """Seeded initial parameters (He-uniform weights, zero biases).
+        """Seeded initial parameters, ``U(±1/sqrt(fan_in))`` as PyTorch initialises them.
 
         The same seed gives bit-identical values on every machine: values are drawn on
         the host with NumPy's PCG64 and then moved to ``xp``.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 from bptdask._typing import Params
 from bptdask.errors import ConfigurationError
@@ -45,3 +46,15 @@ class SGD:
                 lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov,
             )
         return new_params, new_state
+
+    def with_lr(self, lr: float) -> SGD:
+        """The same optimizer with another learning rate (for schedules)."""
+        return replace(self, lr=lr)
+
+
+def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
+    """Learning rate of 0-based ``epoch`` out of ``epochs`` under cosine decay from ``base_lr``.
+
+    ``base_lr * (1 + cos(pi * epoch / epochs)) / 2``: ``base_lr`` first, falling towards 0.
+    """
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))

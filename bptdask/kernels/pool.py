@@ -41,21 +41,23 @@ def max_pool2d_forward(x: Array, size: int, stride: int) -> tuple[Array, Array]:
     Returns
     -------
     y : array, shape (N, C, OH, OW)
-    argmax : int8 array, shape (N, C, OH, OW)
-        Window offset ``i*size + j`` of each maximum, for :func:`max_pool2d_backward`.
+    argmax : int array, shape (N, C, OH, OW)
+        Window offset ``i*size + j`` of each maximum, for :func:`max_pool2d_backward`;
+        int8 when ``size*size <= 128``, else int32.
     """
     xp = array_namespace(x)
+    offset_dtype = xp.int8 if size * size <= 128 else xp.int32
     y = None
     argmax = None
     for offset, index in _window_slices(x.shape, size, stride):
         window = x[index]
         if y is None:
             y = window.copy()
-            argmax = xp.zeros(window.shape, dtype=xp.int8)
+            argmax = xp.zeros(window.shape, dtype=offset_dtype)
             continue
         greater = window > y
         y = xp.where(greater, window, y)
-        argmax = xp.where(greater, xp.int8(offset), argmax)
+        argmax = xp.where(greater, offset_dtype(offset), argmax)
     return y, argmax
 
 

@@ -1,0 +1,286 @@
+"""Opening a dataset and reading its chunks into NumPy or CuPy.
+
+:func:`open_dataset` checks the whole format before returning, and loads the labels and
+the train/test split (9 bytes a sample); images stay in the store until a chunk range
+is read. A :class:`Dataset` pickles as its location, so a worker process re-opens the
+store itself and reads its chunks straight from it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+import zarr
+import zarr.errors
+
+from bptdask._typing import Array, Shape
+from bptdask.backend import to_device
+from bptdask.data.format import (
+    IMAGES,
+    LABELS,
+    SPLIT,
+    SUBSETS,
+    TEST,
+    TRAIN,
+    DatasetAttrs,
+    check_arrays,
+    check_label_values,
+    parse_attrs,
+    read_attrs,
+)
+from bptdask.data.location import Location, PathOrStore, partial_paths, resolve
+from bptdask.errors import (
+    ConfigurationError,
+    CorruptChunkError,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    IncompleteDatasetError,
+)
+
+#: What zarr raises when a stored chunk fails its checksum or cannot be decompressed.
+_DECODE_ERRORS = (ValueError, RuntimeError)
+
+
+def open_dataset(
+    path_or_store: PathOrStore, *, storage_options: dict | None = None, verify: bool = False
+) -> Dataset:
+    """Open a bptdask dataset, checking its format.
+
+    Parameters
+    ----------
+    path_or_store : str, path, URL or zarr.storage store
+        A local directory, a ``file://`` or other fsspec URL (``"s3://bucket/data.zarr"``,
+        needs the matching fsspec backend), or any Zarr store object.
+    storage_options : dict, optional
+        Passed to fsspec for a URL.
+    verify : bool
+        Also decode every images chunk (reads the whole dataset) so that a damaged chunk
+        is reported now rather than when it is read.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetNotFoundError
+        Nothing is stored there.
+    IncompleteDatasetError
+        An ingest into it was interrupted or is still running.
+    DatasetVersionError
+        A newer bptdask wrote it.
+    DatasetFormatError
+        It is not a bptdask dataset, or an array, dtype, shape, chunking, attribute or
+        label breaks the format.
+    CorruptChunkError
+        A chunk is missing or damaged.
+    """
+    dataset = Dataset(resolve(path_or_store, storage_options=storage_options))
+    if verify:
+        dataset.verify()
+    return dataset
+
+
+def _open_group(location: Location) -> zarr.Group:
+    if location.path is not None and not (location.path / "zarr.json").is_file():
+        partial = partial_paths(location.path)
+        if partial:
+            raise IncompleteDatasetError(
+                f"{location} does not exist yet: an ingest into it has not finished (its partial data is in "
+                f"{str(partial[-1])!r}); it was interrupted or is still running; re-run the ingest, "
+                "which removes the partial data when it succeeds"
+            )
+        what = "is not a Zarr group" if location.path.exists() else "does not exist"
+        raise DatasetNotFoundError(
+            f"{location} {what}; check the path or create the dataset with bptdask.ingest(...) or `bptdask ingest`"
+        )
+    try:
+        return zarr.open_group(location.open_store(read_only=True), mode="r")
+    except (FileNotFoundError, zarr.errors.NodeNotFoundError):
+        raise DatasetNotFoundError(
+            f"{location} does not exist; check the location or create it with bptdask.ingest(...)"
+        ) from None
+    except zarr.errors.ContainsArrayError:
+        raise DatasetFormatError(
+            f"{location} is a single Zarr array, not a bptdask dataset group; ingest the data with bptdask.ingest"
+        ) from None
+
+
+class Dataset:
+    """A bptdask dataset in a Zarr store; create it with :func:`open_dataset`.
+
+    Chunks along the sample axis are the unit of reading (and of allocation to
+    workers): chunk ``i`` holds samples ``chunk_boundaries[i] = (start, stop)``.
+
+    Parameters
+    ----------
+    location : Location
+        Where the dataset is stored; its format is checked here.
+    """
+
+    def __init__(self, location: Location):
+        self.location = location
+        where = str(location)
+        group = _open_group(location)
+        meta = read_attrs(group.attrs.asdict(), where)
+        arrays = check_arrays(group, where)
+        self._images, self._split_array = arrays[IMAGES], arrays[SPLIT]
+        self.attrs: DatasetAttrs = parse_attrs(
+            meta, channels=self._images.shape[1], num_samples=self._images.shape[0], where=where
+        )
+        self.chunk_size = int(self._images.chunks[0])
+        edges = list(range(0, len(self), self.chunk_size)) + [len(self)]
+        self.chunk_boundaries: tuple[tuple[int, int], ...] = tuple(zip(edges[:-1], edges[1:]))
+        self._labels = self._read_all(arrays[LABELS], LABELS)
+        self._labels.flags.writeable = False
+        check_label_values(self._labels, self.num_classes, where)
+        self._split = self._read_all(self._split_array, SPLIT)
+        unknown = ~np.isin(self._split, (TRAIN, TEST))
+        if unknown.any():
+            raise DatasetFormatError(
+                f"{where}: 'split' holds {int(self._split[np.argmax(unknown)])} at sample {int(np.argmax(unknown))}; "
+                f"it may only hold {TRAIN} (train) and {TEST} (test); re-ingest the dataset"
+            )
+
+    def __reduce__(self):
+        return Dataset, (self.location,)
+
+    def __repr__(self) -> str:
+        return (
+            f"<bptdask Dataset {self.location}: {len(self)} samples {self.sample_shape}, "
+            f"{self.num_classes} classes, {self.num_chunks} chunks of {self.chunk_size}>"
+        )
+
+    def __len__(self) -> int:
+        return int(self._images.shape[0])
+
+    # ----------------------------------------------------------------- description
+    @property
+    def shape(self) -> Shape:
+        """``(N, C, H, W)``."""
+        return tuple(int(v) for v in self._images.shape)
+
+    @property
+    def sample_shape(self) -> Shape:
+        """``(C, H, W)``."""
+        return self.shape[1:]
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.chunk_boundaries)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names; label ``k`` means ``classes[k]``."""
+        return self.attrs.classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.attrs.classes)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-channel mean ``(C,)`` of the training images, pixel values scaled to 0..1."""
+        return np.array(self.attrs.mean)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Per-channel standard deviation ``(C,)`` of the training images (0..1 scale; 1 if constant)."""
+        return np.array(self.attrs.std)
+
+    @property
+    def source(self) -> str:
+        """Where the data came from, as recorded at ingest."""
+        return self.attrs.source
+
+    @property
+    def labels(self) -> np.ndarray:
+        """All labels, int64 ``(N,)``, read-only."""
+        return self._labels
+
+    # ----------------------------------------------------------------- subsets
+    def _subset_code(self, subset: str) -> int | None:
+        if subset not in SUBSETS:
+            raise ConfigurationError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
+        return SUBSETS[subset]
+
+    def indices(self, subset: str = "all") -> np.ndarray:
+        """Sample indices (int64, ascending) of ``subset``: ``"all"``, ``"train"`` or ``"test"``."""
+        code = self._subset_code(subset)
+        if code is None:
+            return np.arange(len(self), dtype=np.int64)
+        return np.flatnonzero(self._split == code).astype(np.int64)
+
+    def chunk_sizes(self, subset: str = "all") -> np.ndarray:
+        """Number of ``subset`` samples in each chunk, int64 ``(num_chunks,)``."""
+        code = self._subset_code(subset)
+        starts = [start for start, _ in self.chunk_boundaries]
+        selected = np.ones(len(self), dtype=np.int64) if code is None else (self._split == code).astype(np.int64)
+        return np.add.reduceat(selected, starts).astype(np.int64)
+
+    # ----------------------------------------------------------------- reading
+    def read(
+        self, start_chunk: int, stop_chunk: int | None = None, *, subset: str = "all", xp: ModuleType = np
+    ) -> tuple[Array, Array]:
+        """The samples of chunks ``start_chunk`` up to ``stop_chunk`` (exclusive), in order.
+
+        One contiguous read; ``stop_chunk=None`` reads the single chunk ``start_chunk``.
+
+        Parameters
+        ----------
+        start_chunk, stop_chunk : int
+        subset : {"all", "train", "test"}
+            Keep only the samples of this part of the stored split.
+        xp : module
+            ``numpy`` or ``cupy``; the arrays are moved to that device.
+
+        Returns
+        -------
+        images : uint8 array of ``xp``, shape (n, C, H, W)
+        labels : int64 array of ``xp``, shape (n,)
+
+        Raises
+        ------
+        CorruptChunkError
+            When a chunk in the range fails its checksum or decompression.
+        """
+        if stop_chunk is None:
+            stop_chunk = start_chunk + 1
+        if not 0 <= start_chunk < stop_chunk <= self.num_chunks:
+            raise ConfigurationError(
+                f"chunk range [{start_chunk}, {stop_chunk}) is not within the {self.num_chunks} chunks "
+                f"[0, {self.num_chunks}) of {self.location}; pass 0 <= start_chunk < stop_chunk <= {self.num_chunks}"
+            )
+        code = self._subset_code(subset)
+        start, stop = self.chunk_boundaries[start_chunk][0], self.chunk_boundaries[stop_chunk - 1][1]
+        images = self._read_range(self._images, IMAGES, start, stop)
+        labels = self._labels[start:stop]
+        if code is not None:
+            keep = self._split[start:stop] == code
+            images, labels = images[keep], labels[keep]
+        return to_device(images, xp), to_device(np.array(labels), xp)
+
+    def verify(self) -> None:
+        """Decode every images chunk, raising CorruptChunkError at the first damaged one."""
+        for start, stop in self.chunk_boundaries:
+            self._read_range(self._images, IMAGES, start, stop)
+
+    def _read_all(self, array: zarr.Array, name: str) -> np.ndarray:
+        return self._read_range(array, name, 0, len(self))
+
+    def _read_range(self, array: zarr.Array, name: str, start: int, stop: int) -> np.ndarray:
+        try:
+            return array[start:stop]
+        except _DECODE_ERRORS as exc:
+            for index, (chunk_start, chunk_stop) in enumerate(self.chunk_boundaries):
+                if chunk_stop <= start or chunk_start >= stop:
+                    continue
+                try:
+                    array[chunk_start:chunk_stop]
+                except _DECODE_ERRORS as chunk_exc:
+                    raise CorruptChunkError(
+                        f"{self.location}: chunk {index} of {name!r} (samples {chunk_start}..{chunk_stop - 1}) "
+                        f"is damaged ({chunk_exc}); re-ingest the dataset with overwrite=True"
+                    ) from chunk_exc
+            raise

@@ -1,0 +1,256 @@
+"""The bptdask dataset format: names, codecs, attributes, and the checks a store must pass.
+
+A dataset is a Zarr v3 group holding three arrays chunked along the sample axis only,
+all with the same chunking:
+
+- ``images``: uint8 ``(N, C, H, W)``;
+- ``labels``: int64 ``(N,)``, values in ``[0, len(classes))``;
+- ``split``: uint8 ``(N,)``, 0 for a training sample and 1 for a test sample;
+
+and one attribute, ``"bptdask"``, a dict with ``format_version``, ``complete``,
+``classes``, per-channel ``mean``/``std`` (of the training samples, pixel values scaled
+to 0..1, a constant channel gets std 1), ``source`` and ``split`` (``seed``,
+``num_test``). Every chunk is stored (``write_empty_chunks``) with a CRC32C checksum,
+so a missing or damaged chunk is detected instead of read back as zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from bptdask.errors import (
+    ConfigurationError,
+    CorruptChunkError,
+    DatasetFormatError,
+    DatasetVersionError,
+    IncompleteDatasetError,
+)
+
+#: The format this bptdask writes; it reads this one and older ones.
+FORMAT_VERSION = 1
+#: Name of the group attribute holding the dataset's metadata.
+ATTRS_KEY = "bptdask"
+IMAGES = "images"
+LABELS = "labels"
+SPLIT = "split"
+#: Samples per chunk when the caller does not choose.
+DEFAULT_CHUNK_SIZE = 1024
+#: Values of the ``split`` array.
+TRAIN, TEST = 0, 1
+SUBSETS = {"all": None, "train": TRAIN, "test": TEST}
+
+ARRAY_DTYPES = {IMAGES: np.dtype(np.uint8), LABELS: np.dtype(np.int64), SPLIT: np.dtype(np.uint8)}
+
+
+def array_options() -> dict[str, Any]:
+    """Keyword arguments for ``zarr.Group.create_array`` shared by the three arrays."""
+    return {
+        "compressors": [ZstdCodec(level=1), Crc32cCodec()],
+        "fill_value": 0,
+        "config": {"write_empty_chunks": True},
+    }
+
+
+@dataclass(frozen=True)
+class DatasetAttrs:
+    """The ``"bptdask"`` attribute of a complete dataset.
+
+    ``mean`` and ``std`` are per channel, shape ``(C,)``, of the training samples'
+    pixel values scaled to 0..1.
+    """
+
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+    split_seed: int | None
+    num_test: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "complete": True,
+            "classes": list(self.classes),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "source": self.source,
+            "split": {"seed": self.split_seed, "num_test": self.num_test},
+        }
+
+
+def pending_attrs(source: str) -> dict[str, Any]:
+    """The attribute an ingest writes first: the store is marked incomplete until it ends."""
+    return {ATTRS_KEY: {"format_version": FORMAT_VERSION, "complete": False, "source": source}}
+
+
+def check_classes(classes: Sequence[Any]) -> tuple[str, ...]:
+    """``classes`` as a tuple of distinct, non-empty names (each converted with ``str``)."""
+    if isinstance(classes, (str, bytes)):
+        raise ConfigurationError(f"classes must be a sequence of names, got the string {classes!r}; pass a list")
+    names = tuple(str(c) for c in classes)
+    if not names:
+        raise ConfigurationError("classes is empty; pass one name per label value 0..K-1")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigurationError(f"classes contains duplicates {duplicates}; give every class a distinct name")
+    if "" in names:
+        raise ConfigurationError(f"classes contains an empty name at index {names.index('')}; name every class")
+    return names
+
+
+def read_attrs(attributes: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The ``"bptdask"`` attribute of ``where``, checked for format version and completeness.
+
+    Raises
+    ------
+    DatasetFormatError
+        When the group has no such attribute (not a bptdask dataset).
+    DatasetVersionError
+        When a newer bptdask wrote it.
+    IncompleteDatasetError
+        When its ingest never finished.
+    """
+    meta = attributes.get(ATTRS_KEY)
+    if not isinstance(meta, Mapping):
+        raise DatasetFormatError(
+            f"{where} is a Zarr group but not a bptdask dataset (it has no {ATTRS_KEY!r} attribute); "
+            "create one with bptdask.ingest(...) or `bptdask ingest`"
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DatasetFormatError(
+            f"{where} has format_version {version!r}, not a positive integer; re-ingest it with bptdask.ingest"
+        )
+    if version > FORMAT_VERSION:
+        raise DatasetVersionError(
+            f"{where} was written in dataset format {version}, newer than format {FORMAT_VERSION} that this "
+            "bptdask reads; upgrade bptdask (pip install -U bptdask)"
+        )
+    if meta.get("complete") is not True:
+        raise IncompleteDatasetError(
+            f"{where} is incomplete: its ingest was interrupted or is still running; "
+            "re-run the ingest with overwrite=True"
+        )
+    return dict(meta)
+
+
+def parse_attrs(meta: Mapping[str, Any], *, channels: int, num_samples: int, where: str) -> DatasetAttrs:
+    """:class:`DatasetAttrs` from a complete ``"bptdask"`` attribute, checked against the arrays."""
+    try:
+        classes = check_classes(meta.get("classes") or ())
+    except ConfigurationError as exc:
+        raise DatasetFormatError(f"{where} has unusable classes {meta.get('classes')!r}: {exc}") from None
+    stats = {}
+    for name in ("mean", "std"):
+        value = meta.get(name)
+        ok = (
+            isinstance(value, list)
+            and len(value) == channels
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        )
+        if not ok or (name == "std" and min(value) <= 0):
+            raise DatasetFormatError(
+                f"{where} has {name} {value!r}; it needs {channels} finite numbers (one per channel"
+                f"{', all > 0' if name == 'std' else ''}); re-ingest the dataset"
+            )
+        stats[name] = tuple(float(v) for v in value)
+    split = meta.get("split")
+    if not isinstance(split, Mapping) or not isinstance(split.get("num_test"), int):
+        raise DatasetFormatError(f"{where} has split {split!r}, not {{'seed': ..., 'num_test': int}}; re-ingest it")
+    if not 0 <= split["num_test"] < num_samples:
+        raise DatasetFormatError(
+            f"{where} has num_test {split['num_test']} for {num_samples} samples; re-ingest it"
+        )
+    return DatasetAttrs(
+        classes=classes,
+        mean=stats["mean"],
+        std=stats["std"],
+        source=str(meta.get("source", "")),
+        split_seed=split.get("seed"),
+        num_test=split["num_test"],
+    )
+
+
+def check_arrays(group: zarr.Group, where: str) -> dict[str, zarr.Array]:
+    """The ``images``, ``labels`` and ``split`` arrays of ``group``, checked for the format.
+
+    Checks presence, dtypes, ranks, equal lengths, chunking along the sample axis only
+    with one chunk size (and one shard size) for all three, and that every chunk exists.
+
+    Raises
+    ------
+    DatasetFormatError
+        On a missing array or a wrong dtype, shape or chunking.
+    CorruptChunkError
+        When stored chunks are missing.
+    """
+    arrays = {}
+    members = dict(group.arrays())
+    for name, dtype in ARRAY_DTYPES.items():
+        if name not in members:
+            raise DatasetFormatError(
+                f"{where} has no {name!r} array (it holds {sorted(members) or 'no arrays'}); "
+                "re-ingest it with bptdask.ingest"
+            )
+        array = members[name]
+        if array.dtype != dtype:
+            raise DatasetFormatError(
+                f"{where}: {name!r} has dtype {array.dtype}, the format needs {dtype}; re-ingest it with bptdask.ingest"
+            )
+        arrays[name] = array
+    images, labels = arrays[IMAGES], arrays[LABELS]
+    if images.ndim != 4 or min(images.shape[1:]) < 1:
+        raise DatasetFormatError(
+            f"{where}: 'images' has shape {images.shape}, the format needs (N, C, H, W); re-ingest it"
+        )
+    num_samples = images.shape[0]
+    for name in (LABELS, SPLIT):
+        if arrays[name].shape != (num_samples,):
+            raise DatasetFormatError(
+                f"{where}: {name!r} has shape {arrays[name].shape} but 'images' holds {num_samples} samples; "
+                f"they need one {name[:-1] if name == LABELS else 'split value'} per sample; re-ingest it"
+            )
+    if tuple(images.chunks[1:]) != tuple(images.shape[1:]):
+        raise DatasetFormatError(
+            f"{where}: 'images' is chunked {images.chunks}, but the format chunks along samples only, "
+            f"like ({images.chunks[0]}, {', '.join(map(str, images.shape[1:]))}); re-ingest it"
+        )
+    grids = {name: (array.chunks[0], (array.shards or array.chunks)[0]) for name, array in arrays.items()}
+    if len(set(grids.values())) > 1:
+        described = ", ".join(f"{name} {chunk}/{shard}" for name, (chunk, shard) in grids.items())
+        raise DatasetFormatError(
+            f"{where}: the arrays are chunked differently along samples (chunk/shard: {described}); "
+            "they must share one chunking; re-ingest it"
+        )
+    for name, array in arrays.items():
+        # A partial last shard counts as a whole one, so a complete array may report more.
+        missing = array.nchunks - array.nchunks_initialized
+        if missing > 0:
+            raise CorruptChunkError(
+                f"{where}: {missing} of {array.nchunks} chunks of {name!r} are missing from the store "
+                "(deleted or never written); re-ingest the dataset with overwrite=True"
+            )
+    return arrays
+
+
+def check_label_values(labels: np.ndarray, num_classes: int, where: str, *, offset: int = 0) -> None:
+    """Raise DatasetFormatError unless every label lies in ``[0, num_classes)``.
+
+    ``offset`` is the sample index of ``labels[0]``, used in the message.
+    """
+    if labels.size == 0:
+        return
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DatasetFormatError(
+            f"{where}: label {int(labels[first])} of sample {offset + first} is outside [0, {num_classes - 1}] "
+            f"for its {num_classes} classes; re-ingest with classes covering every label"
+        )

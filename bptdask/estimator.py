@@ -1,0 +1,306 @@
+"""``BPTClassifier``: a scikit-learn style estimator over bptdask's training paths.
+
+``__init__`` only stores its arguments; ``fit`` validates and returns ``self``; learned
+attributes end in ``_``. ``get_params``/``set_params`` make ``sklearn.base.clone`` work
+without scikit-learn being a dependency.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from bptdask import local
+from bptdask.backend import get_namespace, to_device
+from bptdask.errors import ConfigurationError, DataError, NotFittedError
+from bptdask.model import Sequential
+from bptdask.models import build
+from bptdask.optim import SGD, cosine_lr
+from bptdask.preprocess import channel_stats, check_images, check_targets, normalize
+from bptdask.serialize import load_model, save_model
+
+
+def _is_dask_array(X) -> bool:
+    return type(X).__module__.split(".")[0] == "dask"
+
+
+class BPTClassifier:
+    """A CNN image classifier trained with bptdask.
+
+    Parameters
+    ----------
+    architecture : str, callable or Sequential, default "lenet5"
+        A name from :data:`bptdask.models.ARCHITECTURES`, a callable
+        ``(num_classes=, input_shape=) -> Sequential``, or a ready model.
+    epochs : int, default 10
+        Passes over the training data in :meth:`fit`.
+    batch_size : int, default 64
+    lr, momentum, weight_decay, nesterov
+        SGD settings (:class:`bptdask.optim.SGD`).
+    lr_schedule : {"cosine", "constant"}, default "cosine"
+        ``"cosine"`` decays the rate from ``lr`` towards 0 over the ``epochs`` of
+        :meth:`fit` (:func:`bptdask.optim.cosine_lr`); :meth:`partial_fit` always uses ``lr``.
+    device : {"cpu", "gpu"}, default "cpu"
+        Train with NumPy or CuPy.
+    dtype : str, default "float32"
+        Parameter and activation dtype.
+    random_state : int or None
+        Seeds weight init, shuffling and dropout; None draws a fresh seed.
+    verbose : bool, default False
+        Show progress bars and per-epoch lines.
+
+    Attributes
+    ----------
+    classes_ : ndarray, shape (K,)
+    model_ : Sequential
+    params_ : dict of arrays
+    mean_, std_ : ndarray, shape (C,)
+        Per-channel normalisation learned from the training images.
+    history_ : list of dict
+        One entry per epoch: ``epoch``, ``lr``, ``loss``, ``seconds``, ``images_per_second`` and,
+        with ``validation_data``, ``val_accuracy``.
+    """
+
+    def __init__(
+        self,
+        architecture: str | Callable[..., Sequential] | Sequential = "lenet5",
+        *,
+        epochs: int = 10,
+        batch_size: int = 64,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = False,
+        lr_schedule: str = "cosine",
+        device: str = "cpu",
+        dtype: str = "float32",
+        random_state: int | None = None,
+        verbose: bool = False,
+    ):
+        self.architecture = architecture
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.nesterov = nesterov
+        self.lr_schedule = lr_schedule
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ sklearn protocol
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor arguments by name (scikit-learn protocol)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> BPTClassifier:
+        """Set constructor arguments by name (scikit-learn protocol); returns self."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ConfigurationError(f"invalid parameter {name!r} for BPTClassifier; valid: {valid}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
+        changed = [f"{n}={v!r}" for n, v in self.get_params().items() if not _same(v, defaults.get(n))]
+        return f"BPTClassifier({', '.join(changed)})"
+
+    # ------------------------------------------------------------ helpers
+    def _optimizer(self) -> SGD:
+        return SGD(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
+
+    def _check_settings(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigurationError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        self._optimizer()
+
+    def _xp(self):
+        return get_namespace(self.device)
+
+    def _prepare(self, images: np.ndarray):
+        return normalize(to_device(images, self._xp()), self.mean_, self.std_, dtype=self.dtype)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise NotFittedError("this BPTClassifier is not fitted yet; call fit(X, y) first")
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        known = np.isin(y, self.classes_)
+        if not known.all():
+            unknown = np.unique(y[~known])[:5].tolist()
+            raise DataError(
+                f"labels {unknown} are not among the classes {self.classes_.tolist()}; "
+                "pass every class to partial_fit(..., classes=) on the first call"
+            )
+        return np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def _initialize(self, X: np.ndarray, classes: np.ndarray) -> None:
+        self.classes_ = np.asarray(classes)
+        if len(self.classes_) < 2:
+            raise DataError(f"need at least 2 classes to train a classifier, got {self.classes_.tolist()}")
+        if isinstance(self.architecture, Sequential):
+            model = self.architecture
+            if model.input_shape != X.shape[1:] or model.num_classes != len(self.classes_):
+                raise ConfigurationError(
+                    f"the given model takes {model.input_shape} and predicts {model.num_classes} classes, "
+                    f"but the data has images {X.shape[1:]} and {len(self.classes_)} classes"
+                )
+        else:
+            model = build(self.architecture, num_classes=len(self.classes_), input_shape=X.shape[1:])
+        self.model_ = model
+        self.mean_, self.std_ = channel_stats(X)
+        self._rng = np.random.default_rng(self.random_state)
+        seed = int(self._rng.integers(2**31))
+        self.params_ = model.init_params(seed, dtype=self.dtype, xp=self._xp())
+        self._state = self._optimizer().init_state(self.params_)
+        self.history_ = []
+
+    def _run_epoch(self, X: np.ndarray, y_encoded: np.ndarray, optimizer: SGD, validation_data) -> None:
+        started = time.perf_counter()
+        epoch = len(self.history_) + 1
+        self.params_, self._state, loss = local.train_epoch(
+            self.model_, self.params_, self._state, X, y_encoded,
+            optimizer=optimizer, batch_size=int(self.batch_size), prepare=self._prepare,
+            xp=self._xp(), rng=self._rng, progress=self.verbose, description=f"epoch {epoch}",
+        )
+        seconds = time.perf_counter() - started
+        record = {"epoch": epoch, "lr": optimizer.lr, "loss": loss, "seconds": seconds, "images_per_second": len(X) / seconds}
+        if validation_data is not None:
+            record["val_accuracy"] = self.score(*validation_data)
+        self.history_.append(record)
+        if self.verbose:
+            print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+
+    # ------------------------------------------------------------ public API
+    def fit(self, X, y, *, validation_data: tuple[Any, Any] | None = None) -> BPTClassifier:
+        """Train from scratch for ``epochs`` passes.
+
+        Parameters
+        ----------
+        X : array, shape (N, C, H, W), uint8 (0..255) or float
+        y : array, shape (N,), class labels of any sortable type
+        validation_data : (X_val, y_val), optional
+            Scored after every epoch into ``history_[i]["val_accuracy"]``.
+        """
+        self._check_settings()
+        X = check_images(X)
+        y = check_targets(y, len(X))
+        self._initialize(X, np.unique(y))
+        y_encoded = self._encode(y)
+        optimizer = self._optimizer()
+        for epoch in range(self.epochs):
+            if self.lr_schedule == "cosine":
+                optimizer = optimizer.with_lr(cosine_lr(self.lr, epoch, self.epochs))
+            self._run_epoch(X, y_encoded, optimizer, validation_data)
+        return self
+
+    def partial_fit(self, X, y, classes=None) -> BPTClassifier:
+        """One more epoch over ``(X, y)``; the first call initialises the model.
+
+        ``classes`` (all labels that will ever appear) is needed on the first call when
+        ``y`` does not contain every class.
+        """
+        self._check_settings()
+        X = check_images(X)
+        y = check_targets(y, len(X))
+        if not hasattr(self, "params_"):
+            self._initialize(X, np.unique(y) if classes is None else np.unique(np.asarray(classes)))
+        elif tuple(X.shape[1:]) != self.model_.input_shape:
+            raise DataError(f"X has images of shape {X.shape[1:]}, the model was fitted on {self.model_.input_shape}")
+        self._run_epoch(X, self._encode(y), self._optimizer(), None)
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities ``(N, K)``; a dask array input gives a lazy dask array."""
+        self._check_fitted()
+        if _is_dask_array(X):
+            return self._predict_proba_dask(X)
+        X = check_images(X)
+        if tuple(X.shape[1:]) != self.model_.input_shape:
+            raise DataError(f"X has images of shape {X.shape[1:]}, the model was fitted on {self.model_.input_shape}")
+        return local.predict_proba(self.model_, self.params_, X, prepare=self._prepare)
+
+    def _predict_proba_dask(self, X):
+        if X.ndim != 4:
+            raise DataError(f"X must be a 4-D dask array (N, C, H, W), got shape {X.shape}")
+        X = X.rechunk({1: -1, 2: -1, 3: -1})
+        return X.map_blocks(
+            partial(_predict_block, self), drop_axis=[2, 3],
+            chunks=(X.chunks[0], (len(self.classes_),)), dtype=np.float64,
+        )
+
+    def predict(self, X):
+        """Predicted class labels ``(N,)``; lazy for a dask array input."""
+        proba = self.predict_proba(X)
+        if _is_dask_array(proba):
+            return proba.argmax(axis=1).map_blocks(self.classes_.take, dtype=self.classes_.dtype)
+        return self.classes_[proba.argmax(axis=1)]
+
+    def score(self, X, y) -> float:
+        """Mean accuracy of :meth:`predict` on ``(X, y)``."""
+        predicted = np.asarray(self.predict(X))
+        return float((predicted == check_targets(y, len(predicted))).mean())
+
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (NPZ, no pickle) atomically."""
+        self._check_fitted()
+        metadata = {
+            "classes": self.classes_.tolist(),
+            "mean": self.mean_.tolist(),
+            "std": self.std_.tolist(),
+            "dtype": self.dtype,
+            "history": self.history_,
+        }
+        save_model(path, self.model_, self.params_, metadata=metadata)
+
+    @classmethod
+    def load(cls, path, *, device: str = "cpu") -> BPTClassifier:
+        """Read a classifier written by :meth:`save`, ready to predict (or train further)."""
+        saved = load_model(path)
+        meta = saved.metadata
+        missing = {"classes", "mean", "std"} - set(meta)
+        if missing:
+            raise DataError(f"{path} is a bptdask model but not a saved classifier (no {sorted(missing)})")
+        estimator = cls(architecture=saved.model, device=device, dtype=meta.get("dtype", "float32"))
+        estimator.model_ = saved.model
+        estimator.classes_ = np.asarray(meta["classes"])
+        estimator.mean_, estimator.std_ = np.asarray(meta["mean"]), np.asarray(meta["std"])
+        xp = estimator._xp()
+        estimator.params_ = {name: to_device(value, xp) for name, value in saved.params.items()}
+        estimator._state = estimator._optimizer().init_state(estimator.params_)
+        estimator._rng = np.random.default_rng()
+        estimator.history_ = list(meta.get("history", []))
+        return estimator
+
+
+def _predict_block(estimator: BPTClassifier, block: np.ndarray) -> np.ndarray:
+    """Probabilities for one dask block ``(n, C, H, W)`` -> ``(n, K)``."""
+    return estimator.predict_proba(np.asarray(block))
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return a is b
+
+
+__all__ = ["BPTClassifier"]

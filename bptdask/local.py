@@ -1,0 +1,73 @@
+"""In-process training and inference over arrays held in memory, batch by batch.
+
+These loops feed :func:`bptdask.inner.train_step` and :meth:`Sequential.forward`; the
+estimator's local path is a thin layer over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bptdask._typing import Array, Params
+from bptdask.backend import to_device, to_numpy
+from bptdask.inner import train_step
+from bptdask.kernels import softmax
+from bptdask.model import Sequential
+from bptdask.optim import SGD
+
+#: Turns a host batch of raw images ``(B, C, H, W)`` into model input on the device.
+Prepare = Callable[[np.ndarray], Array]
+
+
+def train_epoch(
+    model: Sequential,
+    params: Params,
+    state: Params,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    optimizer: SGD,
+    batch_size: int,
+    prepare: Prepare,
+    xp: ModuleType,
+    rng: np.random.Generator,
+    progress: bool = False,
+    description: str = "train",
+) -> tuple[Params, Params, float]:
+    """One pass over ``X`` ``(N, C, H, W)`` / ``y`` ``(N,)`` in shuffled mini-batches.
+
+    The last batch may be smaller. Dropout draws come from a device generator seeded
+    from ``rng``, so a run is reproducible for a given seed.
+
+    Returns
+    -------
+    params, state : the updated parameters and optimizer state
+    mean_loss : float, the sample-weighted mean of the batch losses
+    """
+    order = rng.permutation(len(y))
+    device_rng = xp.random.default_rng(int(rng.integers(2**63)))
+    total_loss = 0.0
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc=description, disable=not progress, leave=False):
+        index = np.sort(order[start : start + batch_size])
+        xb = prepare(X[index])
+        yb = to_device(y[index], xp)
+        result = train_step(model, params, state, xb, yb, optimizer=optimizer, rng=device_rng)
+        params, state = result.params, result.state
+        total_loss += result.loss * len(index)
+    return params, state, total_loss / len(order)
+
+
+def predict_proba(
+    model: Sequential, params: Params, X: np.ndarray, *, prepare: Prepare, batch_size: int = 1024
+) -> np.ndarray:
+    """Class probabilities ``(N, num_classes)`` as float64 NumPy, computed batch by batch."""
+    out = np.empty((len(X), model.num_classes), dtype=np.float64)
+    for start in range(0, len(X), batch_size):
+        logits = model.forward(params, prepare(X[start : start + batch_size]))
+        out[start : start + batch_size] = to_numpy(softmax(logits))
+    return out
