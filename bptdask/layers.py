@@ -84,7 +84,10 @@ class Layer:
             raise ConfigurationError(
                 f"unknown layer type {name!r}; known types: {sorted(Layer.registry)}"
             )
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        except TypeError as exc:
+            raise ConfigurationError(f"bad settings for layer type {name!r}: {exc}") from None
 
 
 def _fan_in_uniform(rng: np.random.Generator, shape: Shape, fan_in: int, dtype) -> np.ndarray:

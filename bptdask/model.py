@@ -202,6 +202,12 @@ class Sequential:
         loss : float
         grads : dict of arrays, named and shaped like ``params``
         """
+        self.check_input(x)
+        if tuple(y.shape) != (x.shape[0],):
+            raise ShapeError(
+                f"labels have shape {tuple(y.shape)}; expected ({x.shape[0]},), one integer label "
+                "per sample of x (flatten column vectors with y.ravel())"
+            )
         self.check_labels(y)
         logits, caches = self.forward_train(params, x, train=True, rng=rng)
         loss, dlogits = kernels.softmax_cross_entropy(logits, y)

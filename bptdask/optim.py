@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, replace
 
 from bptdask._typing import Params
+from bptdask.backend import array_namespace
 from bptdask.errors import ConfigurationError
 from bptdask.kernels import sgd_momentum_update
 
@@ -35,7 +36,7 @@ class SGD:
 
     def init_state(self, params: Params) -> Params:
         """Zero velocities shaped like ``params``."""
-        return {name: value * value.dtype.type(0) for name, value in params.items()}
+        return {name: array_namespace(value).zeros_like(value) for name, value in params.items()}
 
     def update(self, params: Params, grads: Params, state: Params) -> tuple[Params, Params]:
         """New ``(params, state)`` after one step; the inputs are left untouched."""

@@ -25,7 +25,7 @@ def dropout_mask(shape: tuple[int, ...], p: float, rng, dtype) -> Array:
     ``rng`` is a NumPy or CuPy ``Generator``; the mask lives where the generator does.
     """
     keep = rng.random(shape, dtype=dtype) >= p
-    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+    return keep.astype(dtype) * (1.0 / (1.0 - p))
 
 
 def dropout_forward(x: Array, mask: Array) -> Array:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from bptdask.backend import to_numpy
+
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:
     """Gradient of a scalar function by element-wise central differences.
@@ -78,7 +80,7 @@ def directional_check(
     point : mapping of name to float64 array
         Where to differentiate; left unchanged.
     grads : mapping of name to array, the names and shapes of ``point``
-        Analytic gradient of ``f`` at ``point``.
+        Analytic gradient of ``f`` at ``point``, on host or device.
     rng : numpy Generator
         Draws the direction.
     eps : float
@@ -94,7 +96,7 @@ def directional_check(
         for sign in (1.0, -1.0)
     }
     numerical = (float(f(shifted[1.0])) - float(f(shifted[-1.0]))) / (2 * eps)
-    analytic = sum(float((np.asarray(grads[name], dtype=np.float64) * d).sum()) for name, d in direction.items())
+    analytic = sum(float((to_numpy(grads[name]).astype(np.float64) * d).sum()) for name, d in direction.items())
     return numerical, analytic
 
 

@@ -16,7 +16,7 @@ from bptdask.testing.gradcheck import directional_check, numerical_gradient
 from bptdask.testing.strategies import ConvCase, conv_cases
 
 DTYPES = ["float32", "float64"]
-FEW = settings(max_examples=15, deadline=None)
+EXAMPLES = settings(max_examples=40, deadline=None)
 
 TINY_CASES = [
     ConvCase(1, 2, 2, 4, 5, (3, 2), 2, 1, seed=1),
@@ -47,7 +47,7 @@ def _backward(xp, case, x, weight, dy, **options):
     )
 
 
-@FEW
+@EXAMPLES
 @given(case=conv_cases())
 def test_conv_output_size_counts_window_positions(case):
     kh, kw = case.kernel
@@ -60,7 +60,7 @@ def test_conv_output_size_counts_window_positions(case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@FEW
+@EXAMPLES
 @given(case=conv_cases())
 def test_im2col_matches_naive(xp, dtype, case):
     x, *_ = case.arrays(dtype)
@@ -70,7 +70,7 @@ def test_im2col_matches_naive(xp, dtype, case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@FEW
+@EXAMPLES
 @given(case=conv_cases(), with_bias=st.booleans())
 def test_conv_forward_matches_naive(xp, dtype, case, with_bias):
     x, weight, bias, _ = case.arrays(dtype)
@@ -82,7 +82,7 @@ def test_conv_forward_matches_naive(xp, dtype, case, with_bias):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@FEW
+@EXAMPLES
 @given(case=conv_cases())
 def test_conv_backward_matches_naive(xp, dtype, case):
     x, weight, _, dy = case.arrays(dtype)
@@ -130,7 +130,7 @@ def test_conv_gradients_match_directional_derivative(xp, case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@FEW
+@EXAMPLES
 @given(case=conv_cases())
 def test_col2im_is_adjoint_of_im2col(xp, dtype, case):
     x, *_ = case.arrays(dtype)
@@ -145,7 +145,7 @@ def test_col2im_is_adjoint_of_im2col(xp, dtype, case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@FEW
+@EXAMPLES
 @given(case=conv_cases(), a=st.floats(-3, 3), b=st.floats(-3, 3))
 def test_conv_is_linear_in_input_and_weight(xp, dtype, case, a, b):
     x1, w1, _, _ = case.arrays(dtype)
@@ -160,7 +160,7 @@ def test_conv_is_linear_in_input_and_weight(xp, dtype, case, a, b):
     assert_allclose(conv(x1, a * w1 + b * w2), a * conv(x1, w1) + b * conv(x1, w2), dtype=dtype, scale=10 * scale)
 
 
-@FEW
+@EXAMPLES
 @given(case=conv_cases())
 def test_conv_bias_adds_per_output_channel(xp, case):
     x, weight, bias, _ = case.arrays("float64")

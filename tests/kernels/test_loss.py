@@ -29,13 +29,13 @@ def batches(draw):
 @pytest.mark.parametrize("dtype", DTYPES)
 @EXAMPLES
 @given(batch=batches())
-def test_softmax_cross_entropy_matches_naive(xp, dtype, batch):
+def test_softmax_cross_entropy_matches_naive(xp, tol, dtype, batch):
     logits, labels = batch
     logits = logits.astype(dtype)
     want_loss, want_grad, want_prob = reference.softmax_cross_entropy(logits, labels)
     loss, dlogits = kernels.softmax_cross_entropy(xp.asarray(logits), xp.asarray(labels))
     assert dlogits.dtype == np.dtype(dtype)
-    assert float(loss) == pytest.approx(want_loss, rel=1e-5 if dtype == "float32" else 1e-12, abs=1e-6)
+    assert float(loss) == pytest.approx(want_loss, rel=tol(dtype)["rtol"], abs=tol(dtype)["atol"])
     assert_allclose(dlogits, want_grad, dtype=dtype)
     assert_allclose(kernels.softmax(xp.asarray(logits)), want_prob, dtype=dtype)
     assert_allclose(kernels.log_softmax(xp.asarray(logits)), np.log(np.maximum(want_prob, 1e-300)),
@@ -45,11 +45,11 @@ def test_softmax_cross_entropy_matches_naive(xp, dtype, batch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @EXAMPLES
 @given(batch=batches())
-def test_cross_entropy_gradient_rows_sum_to_zero(xp, dtype, batch):
+def test_cross_entropy_gradient_rows_sum_to_zero(xp, tol, dtype, batch):
     logits, labels = batch
     _, dlogits = kernels.softmax_cross_entropy(xp.asarray(logits.astype(dtype)), xp.asarray(labels))
     rows = to_numpy(dlogits).astype(np.float64).sum(axis=1)
-    np.testing.assert_allclose(rows, 0.0, atol=1e-6 if dtype == "float32" else 1e-14)
+    np.testing.assert_allclose(rows, 0.0, atol=tol(dtype)["atol"])
 
 
 @EXAMPLES

@@ -55,7 +55,9 @@ def test_sgd_first_steps_by_hand(xp):
     p2, v2 = kernels.sgd_momentum_update(p1, xp.asarray(grad), v1, **options)
     np.testing.assert_allclose(to_numpy(v2), [0.9 * 0.6 + 0.5 + 0.094, 0.9 * 0.05 + 0.25 - 0.2005])
     np.testing.assert_allclose(to_numpy(p2), to_numpy(p1) - 0.1 * to_numpy(v2))
-    p_nesterov, _ = kernels.sgd_momentum_update(xp.asarray(param), xp.asarray(grad), xp.zeros(2), nesterov=True, **options)
+    p_nesterov, _ = kernels.sgd_momentum_update(
+        xp.asarray(param), xp.asarray(grad), xp.zeros(2), nesterov=True, **options
+    )
     np.testing.assert_allclose(to_numpy(p_nesterov), param - 0.1 * (1 + 0.9) * np.array([0.6, 0.05]))
 
 

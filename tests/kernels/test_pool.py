@@ -15,7 +15,11 @@ from bptdask.testing.strategies import PoolCase, pool_cases
 DTYPES = ["float32", "float64"]
 EXAMPLES = settings(max_examples=40, deadline=None)
 
-TINY_CASES = [PoolCase(1, 2, 4, 5, 2, 2, seed=1), PoolCase(2, 1, 5, 5, 3, 1, seed=2), PoolCase(1, 1, 6, 4, 2, 3, seed=3)]
+TINY_CASES = [
+    PoolCase(1, 2, 4, 5, 2, 2, seed=1),
+    PoolCase(2, 1, 5, 5, 3, 1, seed=2),
+    PoolCase(1, 1, 6, 4, 2, 3, seed=3),
+]
 REALISTIC_CASES = [PoolCase(4, 8, 24, 24, 2, 2, seed=4), PoolCase(3, 5, 17, 13, 3, 2, seed=5)]
 
 
@@ -140,7 +144,9 @@ def test_pool_gradients_match_elementwise_differences(xp, case):
     np.testing.assert_allclose(
         to_numpy(_max_pool_grad(xp, case, x, dy)), numerical_gradient(max_loss, x), rtol=1e-6, atol=1e-8
     )
-    np.testing.assert_allclose(to_numpy(_avg_pool_grad(xp, case, dy)), numerical_gradient(avg_loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+        to_numpy(_avg_pool_grad(xp, case, dy)), numerical_gradient(avg_loss, x), rtol=1e-6, atol=1e-8
+    )
 
 
 @pytest.mark.parametrize("case", REALISTIC_CASES, ids=_case_id)

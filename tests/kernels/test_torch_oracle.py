@@ -15,6 +15,8 @@ from bptdask.testing.strategies import conv_cases, dense_cases, pool_cases
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from bptdask.testing.torch_peer import torch_network  # noqa: E402  (needs torch)
+
 pytestmark = pytest.mark.torch
 EXAMPLES = settings(max_examples=30, deadline=None)
 CLOSE = {"rtol": 1e-9, "atol": 1e-11}
@@ -102,29 +104,12 @@ class ReplayedDropout(torch.nn.Module):
 
 
 def _torch_network(model, params, dropout_draws=()):
-    """A ``torch.nn.Sequential`` equivalent to ``model`` carrying a copy of ``params``."""
-    modules, shapes = [], model.shapes
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, layers.Conv2D):
-            modules.append(torch.nn.Conv2d(shapes[i][0], layer.out_channels, layer.kernel_size,
-                                           stride=layer.stride, padding=layer.padding))
-        elif isinstance(layer, layers.Dense):
-            modules.append(torch.nn.Linear(shapes[i][0], layer.out_features))
-        elif isinstance(layer, layers.MaxPool2D):
-            modules.append(torch.nn.MaxPool2d(layer.size, layer.step))
-        elif isinstance(layer, layers.AvgPool2D):
-            modules.append(torch.nn.AvgPool2d(layer.size, layer.step))
-        elif isinstance(layer, layers.ReLU):
-            modules.append(torch.nn.ReLU())
-        elif isinstance(layer, layers.Flatten):
-            modules.append(torch.nn.Flatten())
-        elif isinstance(layer, layers.Dropout):
-            modules.append(ReplayedDropout(layer.p, list(dropout_draws)))
-        else:
-            raise AssertionError(f"no torch equivalent for {layer!r}")
-    network = torch.nn.Sequential(*modules).double()
-    network.load_state_dict({name: torch.tensor(value) for name, value in params.items()}, strict=True)
-    return network
+    """A float64 ``torch.nn.Sequential`` like ``model``; its dropouts replay ``dropout_draws``."""
+    replayed = {
+        i: ReplayedDropout(layer.p, list(dropout_draws))
+        for i, layer in enumerate(model.layers) if isinstance(layer, layers.Dropout)
+    }
+    return torch_network(model, params, dtype=torch.float64, modules=replayed)
 
 
 def _batch(model, n: int, seed: int):
@@ -142,6 +127,7 @@ def test_network_forward_and_gradients_match_torch(build):
     x, y = _batch(model, 3, seed=4)
     rng = RecordingGenerator(5)
     loss, grads = model.loss_and_grads(params, x, y, rng=rng)
+    assert len(rng.draws) == sum(isinstance(layer, layers.Dropout) for layer in model.layers)
     network = _torch_network(model, params, rng.draws)
     np.testing.assert_allclose(model.forward(params, x), network.eval()(torch.from_numpy(x)).detach().numpy(), **CLOSE)
     network.zero_grad()
