@@ -76,10 +76,13 @@ class BptdaskRunner:
     def __init__(self, model, params, optimizer):
         self.model, self.params, self.optimizer = model, params, optimizer
         self.state = optimizer.init_state(params)
+        self.rng = np.random.default_rng(0)
 
     def run(self, batches):
         for x, y in batches:
-            result = bptdask.train_step(self.model, self.params, self.state, x, y, optimizer=self.optimizer)
+            result = bptdask.train_step(
+                self.model, self.params, self.state, x, y, optimizer=self.optimizer, rng=self.rng
+            )
             self.params, self.state = result.params, result.state
 
 

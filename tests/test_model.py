@@ -37,15 +37,16 @@ def test_lenet5_shapes_and_parameter_layouts():
     model = lenet5()
     assert model.shapes == (
         (1, 28, 28), (20, 24, 24), (20, 24, 24), (20, 12, 12), (50, 8, 8), (50, 8, 8), (50, 4, 4),
-        (800,), (500,), (500,), (10,),
+        (800,), (500,), (500,), (500,), (10,),
     )
     assert model.param_shapes() == {
         "0.weight": (20, 1, 5, 5), "0.bias": (20,),
         "3.weight": (50, 20, 5, 5), "3.bias": (50,),
         "7.weight": (500, 800), "7.bias": (500,),
-        "9.weight": (10, 500), "9.bias": (10,),
+        "10.weight": (10, 500), "10.bias": (10,),
     }
     assert model.num_classes == 10
+    assert "9.weight" in lenet5(dropout=0).param_shapes()
 
 
 @pytest.mark.parametrize("build", [small_model, lenet5, vgg_small, lambda: lenet5(input_shape=(1, 8, 8), padding=2)])
@@ -113,7 +114,7 @@ def test_whole_model_gradient_matches_directional_derivative(build):
 
 
 def test_float32_model_tracks_float64():
-    model = lenet5(input_shape=(1, 12, 12), padding=2)
+    model = lenet5(input_shape=(1, 12, 12), padding=2, dropout=0)
     x, y = _batch(model, 4, seed=5)
     params64 = model.init_params(2, dtype="float64")
     params32 = model.init_params(2, dtype="float32")

@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
     train.add_argument("--dataset", choices=sorted(datasets.LOADERS), default="mnist-sample")
     train.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="lenet5")
     train.add_argument("--padding", type=int, default=None, help="LeNet-5 convolution padding (2 for 8×8 digits)")
-    train.add_argument("--epochs", type=int, default=8)
+    train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--lr", type=float, default=0.05)
     train.add_argument("--train-size", type=int, default=None, help="samples to train on (default: all but the test set)")

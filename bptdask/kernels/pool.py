@@ -56,8 +56,8 @@ def max_pool2d_forward(x: Array, size: int, stride: int) -> tuple[Array, Array]:
             argmax = xp.zeros(window.shape, dtype=offset_dtype)
             continue
         greater = window > y
-        y = xp.where(greater, window, y)
-        argmax = xp.where(greater, offset_dtype(offset), argmax)
+        xp.copyto(y, window, where=greater)
+        xp.copyto(argmax, offset_dtype(offset), where=greater)
     return y, argmax
 
 

@@ -143,7 +143,7 @@ def test_network_forward_and_gradients_match_torch(build):
 
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_training_steps_match_torch(nesterov):
-    model = lenet5(input_shape=(1, 12, 12), padding=2)
+    model = lenet5(input_shape=(1, 12, 12), padding=2, dropout=0)
     params = model.init_params(6, dtype="float64")
     network = _torch_network(model, params)
     options = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": nesterov}
