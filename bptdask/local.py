@@ -35,13 +35,15 @@ def train_epoch(
     prepare: Prepare,
     xp: ModuleType,
     rng: np.random.Generator,
+    n_threads: int | None = None,
     progress: bool = False,
     description: str = "train",
 ) -> tuple[Params, Params, float]:
     """One pass over ``X`` ``(N, C, H, W)`` / ``y`` ``(N,)`` in shuffled mini-batches.
 
     The last batch may be smaller. Dropout draws come from a device generator seeded
-    from ``rng``, so a run is reproducible for a given seed.
+    from ``rng``, so a run is reproducible for a given seed. ``n_threads`` is passed to
+    :func:`~bptdask.inner.train_step` (None: the sequential step).
 
     Returns
     -------
@@ -56,7 +58,7 @@ def train_epoch(
         index = np.sort(order[start : start + batch_size])
         xb = prepare(X[index])
         yb = to_device(y[index], xp)
-        result = train_step(model, params, state, xb, yb, optimizer=optimizer, rng=device_rng)
+        result = train_step(model, params, state, xb, yb, optimizer=optimizer, rng=device_rng, n_threads=n_threads)
         params, state = result.params, result.state
         total_loss += result.loss * len(index)
     return params, state, total_loss / len(order)

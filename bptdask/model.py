@@ -116,7 +116,8 @@ class Sequential:
             if tuple(params[name].shape) != shape:
                 raise ShapeError(f"parameter {name!r} has shape {tuple(params[name].shape)}, the model needs {shape}")
 
-    def _layer_params(self, params: Params, index: int) -> Params:
+    def layer_params(self, params: Params, index: int) -> Params:
+        """Layer ``index``'s parameters under their local names (``"weight"``, ``"bias"``)."""
         prefix = f"{index}."
         return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
 
@@ -150,7 +151,7 @@ class Sequential:
         self.check_input(x)
         caches = []
         for i, layer in enumerate(self.layers):
-            x, cache = layer.forward(self._layer_params(params, i), x, train=train, rng=rng)
+            x, cache = layer.forward(self.layer_params(params, i), x, train=train, rng=rng)
             caches.append(cache)
         return x, caches
 
@@ -169,12 +170,21 @@ class Sequential:
         for i in range(len(self.layers) - 1, -1, -1):
             need_input_grad = i > first_with_params
             dy, layer_grads = self.layers[i].backward(
-                self._layer_params(params, i), caches[i], dy, need_input_grad=need_input_grad
+                self.layer_params(params, i), caches[i], dy, need_input_grad=need_input_grad
             )
             grads.update({f"{i}.{name}": g for name, g in layer_grads.items()})
             if not need_input_grad:
                 break
         return {name: grads[name] for name in self.param_shapes()}
+
+    def check_batch_labels(self, x: Array, y: Array) -> None:
+        """Raise unless ``y`` holds one label in ``[0, num_classes)`` per sample of ``x``."""
+        if tuple(y.shape) != (x.shape[0],):
+            raise ShapeError(
+                f"labels have shape {tuple(y.shape)}; expected ({x.shape[0]},), one integer label "
+                "per sample of x (flatten column vectors with y.ravel())"
+            )
+        self.check_labels(y)
 
     def check_labels(self, y: Array) -> None:
         """Raise DataError unless ``y`` is integer labels in ``[0, num_classes)``."""
@@ -203,12 +213,7 @@ class Sequential:
         grads : dict of arrays, named and shaped like ``params``
         """
         self.check_input(x)
-        if tuple(y.shape) != (x.shape[0],):
-            raise ShapeError(
-                f"labels have shape {tuple(y.shape)}; expected ({x.shape[0]},), one integer label "
-                "per sample of x (flatten column vectors with y.ravel())"
-            )
-        self.check_labels(y)
+        self.check_batch_labels(x, y)
         logits, caches = self.forward_train(params, x, train=True, rng=rng)
         loss, dlogits = kernels.softmax_cross_entropy(logits, y)
         return float(loss), self.backward(params, caches, dlogits)

@@ -23,6 +23,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--test-size", type=int, default=1000)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    train.add_argument("--threads", type=int, default=None,
+                       help="threads per training step (default: all cores available to the process)")
     train.add_argument("--output", help="save the trained model to this .npz file")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     train.set_defaults(func=run_train)
@@ -50,7 +52,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     classifier = BPTClassifier(
         _architecture(args), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        device=args.device, random_state=args.seed, verbose=not args.quiet,
+        device=args.device, n_threads=args.threads, random_state=args.seed, verbose=not args.quiet,
     )
     classifier.fit(X_train, y_train, validation_data=(X_test, y_test))
     print(f"test accuracy: {classifier.score(X_test, y_test):.4f} ({len(y_test)} images)")

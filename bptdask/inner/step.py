@@ -1,14 +1,19 @@
 """One training step of one subnetwork: the function every training path calls.
 
-The in-process estimator and (later) each Dask worker call :func:`train_step`; nothing
-else re-implements forward, backward or the update.
+The in-process estimator and each Dask worker call :func:`train_step`; nothing else
+re-implements forward, backward or the update. With ``n_threads`` the step runs as a task
+graph (:mod:`bptdask.inner.plan`) on bptdask's thread pool (:mod:`bptdask.inner.runner`);
+without it, as one sequential pass over the whole batch (the reference).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bptdask._typing import Array, Params
+from bptdask.inner.plan import Plan, make_plan
+from bptdask.inner.runner import run_plan
 from bptdask.model import Sequential
 from bptdask.optim import SGD
 
@@ -22,6 +27,21 @@ class StepResult:
     loss: float
 
 
+@lru_cache(maxsize=64)
+def cached_plan(model: Sequential, batch_size: int, optimizer: SGD, micro_batches: int | None) -> Plan:
+    """:func:`make_plan`, memoised: steps with the same settings reuse one plan."""
+    return make_plan(model, batch_size, optimizer=optimizer, micro_batches=micro_batches)
+
+
+def step_inputs(plan: Plan, params: Params, state: Params, x: Array, y: Array, seed: int) -> dict:
+    """The per-step inputs of ``plan``: the batch, a seed and each stage's parameters and state."""
+    inputs = {"x": x, "y": y, "seed": seed}
+    for stage in plan.stages:
+        inputs[("params", stage.index)] = {name: params[name] for name in stage.param_names}
+        inputs[("state", stage.index)] = {name: state[name] for name in stage.param_names}
+    return inputs
+
+
 def train_step(
     model: Sequential,
     params: Params,
@@ -31,6 +51,8 @@ def train_step(
     *,
     optimizer: SGD,
     rng=None,
+    n_threads: int | None = None,
+    micro_batches: int | None = None,
 ) -> StepResult:
     """Forward, backward and update on one mini-batch.
 
@@ -43,11 +65,28 @@ def train_step(
     y : int array, shape (N,)
     optimizer : SGD
     rng : NumPy/CuPy Generator for dropout
+    n_threads : int, optional
+        Run the step as a task graph on this many threads. None runs the sequential
+        whole-batch reference. Every thread count gives bit-identical results.
+    micro_batches : int, optional
+        Micro-batches of the task graph (default: about 16 samples each).
 
     Returns
     -------
     StepResult
     """
-    loss, grads = model.loss_and_grads(params, x, y, rng=rng)
-    new_params, new_state = optimizer.update(params, grads, state)
-    return StepResult(params=new_params, state=new_state, loss=loss)
+    if n_threads is None:
+        loss, grads = model.loss_and_grads(params, x, y, rng=rng)
+        new_params, new_state = optimizer.update(params, grads, state)
+        return StepResult(params=new_params, state=new_state, loss=loss)
+    model.check_input(x)
+    model.check_batch_labels(x, y)
+    plan = cached_plan(model, int(x.shape[0]), optimizer, micro_batches)
+    seed = 0 if rng is None else int(rng.integers(2**63))
+    outputs = run_plan(plan, step_inputs(plan, params, state, x, y, seed), n_threads=n_threads)
+    new_params, new_state = {}, {}
+    for stage in plan.stages:
+        stage_params, stage_state = outputs[("update", stage.index)]
+        new_params.update(stage_params)
+        new_state.update(stage_state)
+    return StepResult(params={name: new_params[name] for name in params}, state=new_state, loss=outputs["loss"])

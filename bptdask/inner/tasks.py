@@ -1,0 +1,131 @@
+"""The functions a training-step graph's tasks call, one micro-batch and one stage at a time.
+
+A *stage* is one layer with parameters plus the parameter-free layers after it (ReLU,
+pooling, flatten, dropout), so each task does enough work to outweigh its scheduling.
+Values passed between tasks are small named tuples; parameters arrive as the global
+``"{layer_index}.weight"`` dict restricted to the stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from bptdask import kernels
+from bptdask._typing import Array, Params
+from bptdask.backend import array_namespace
+from bptdask.layers import Dropout, Layer
+from bptdask.optim import SGD
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Consecutive layers ``layer_indices`` of a model, the first of which may hold parameters."""
+
+    index: int
+    layer_indices: tuple[int, ...]
+    layers: tuple[Layer, ...]
+    param_names: tuple[str, ...]
+    forward_flops: float
+    """Multiply-add FLOPs of one sample's forward pass through the stage (cost model)."""
+
+    @property
+    def has_dropout(self) -> bool:
+        return any(isinstance(layer, Dropout) for layer in self.layers)
+
+
+class Activation(NamedTuple):
+    """A stage's output for one micro-batch and the caches its backward pass needs."""
+
+    value: Array
+    caches: tuple[Any, ...]
+
+
+class Gradient(NamedTuple):
+    """Gradient flowing backwards out of a stage (or the loss) for one micro-batch."""
+
+    dx: Array | None
+    grads: Params
+    loss: float = 0.0
+
+
+def _local(params: Params, layer_index: int) -> Params:
+    prefix = f"{layer_index}."
+    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+
+
+def slice_rows(array: Array, start: int, stop: int) -> Array:
+    """Rows ``start:stop`` of ``array`` (a micro-batch of inputs or labels)."""
+    return array[start:stop]
+
+
+def dropout_seed(step_seed: int, stage: int, micro_batch: int) -> int:
+    """A seed for one stage and micro-batch of one step, independent of scheduling order."""
+    return int(np.random.SeedSequence([step_seed, stage, micro_batch]).generate_state(1, np.uint64)[0])
+
+
+def forward_stage(
+    stage: Stage, micro_batch: int, train: bool, params: Params, upstream, step_seed: int
+) -> Activation:
+    """Run ``stage`` forward on micro-batch ``micro_batch``.
+
+    ``upstream`` is the micro-batch input ``(n, C, H, W)`` or the previous stage's
+    :class:`Activation`; dropout (when ``train``) draws from a generator seeded by
+    ``step_seed``, the stage and the micro-batch, so results do not depend on which
+    thread runs the task or when.
+    """
+    x = upstream.value if isinstance(upstream, Activation) else upstream
+    rng = None
+    if train and stage.has_dropout:
+        rng = array_namespace(x).random.default_rng(dropout_seed(step_seed, stage.index, micro_batch))
+    caches = []
+    for index, layer in zip(stage.layer_indices, stage.layers):
+        x, cache = layer.forward(_local(params, index), x, train=train, rng=rng)
+        caches.append(cache)
+    return Activation(x, tuple(caches))
+
+
+def loss_gradient(weight: float, activation: Activation, labels: Array) -> Gradient:
+    """Softmax cross-entropy of one micro-batch, scaled by its share ``weight`` of the batch.
+
+    The scaled losses and logit gradients of all micro-batches sum to those of the whole batch.
+    """
+    loss, dlogits = kernels.softmax_cross_entropy(activation.value, labels)
+    return Gradient(dx=dlogits * dlogits.dtype.type(weight), grads={}, loss=float(loss) * weight)
+
+
+def backward_stage(stage: Stage, is_first: bool, params: Params, activation: Activation, downstream: Gradient) -> Gradient:
+    """Back-propagate one micro-batch through ``stage``: input gradient and weight gradients.
+
+    In the first stage nothing upstream needs an input gradient, so the walk stops at its
+    layer with parameters and skips that layer's ``dx``.
+    """
+    dy = downstream.dx
+    grads: Params = {}
+    for position in range(len(stage.layers) - 1, -1, -1):
+        index, layer = stage.layer_indices[position], stage.layers[position]
+        last = is_first and position == 0
+        dy, layer_grads = layer.backward(_local(params, index), activation.caches[position], dy, need_input_grad=not last)
+        grads.update({f"{index}.{name}": g for name, g in layer_grads.items()})
+    return Gradient(dx=None if is_first else dy, grads=grads)
+
+
+def reduce_gradients(parts: list[Gradient]) -> Params:
+    """Sum the micro-batches' weight gradients in list order (a fixed, reproducible order)."""
+    total = {name: value.copy() for name, value in parts[0].grads.items()}
+    for part in parts[1:]:
+        for name, value in part.grads.items():
+            total[name] += value
+    return total
+
+
+def update_stage(optimizer: SGD, params: Params, state: Params, grads: Params) -> tuple[Params, Params]:
+    """Apply the optimizer to one stage's parameters as soon as its gradient is reduced."""
+    return optimizer.update(params, grads, state)
+
+
+def total_loss(parts: list[Gradient]) -> float:
+    """The batch loss: the micro-batches' weighted losses summed in list order."""
+    return float(sum(part.loss for part in parts))
