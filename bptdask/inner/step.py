@@ -75,6 +75,7 @@ def train_step(
     -------
     StepResult
     """
+    model.check_params(params)
     if n_threads is None:
         loss, grads = model.loss_and_grads(params, x, y, rng=rng)
         new_params, new_state = optimizer.update(params, grads, state)
