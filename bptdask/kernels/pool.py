@@ -2,7 +2,8 @@
 
 Both loop over the ``size × size`` window offsets and work on one strided slice per
 offset. Max pooling records which offset won (first maximum wins, as in PyTorch) so
-the backward pass adds each gradient at its argmax; overlapping windows accumulate.
+the backward pass puts each gradient at its argmax; overlapping windows accumulate
+(added slice by slice), non-overlapping ones are simply assigned.
 """
 
 from __future__ import annotations
@@ -42,22 +43,21 @@ def max_pool2d_forward(x: Array, size: int, stride: int) -> tuple[Array, Array]:
     -------
     y : array, shape (N, C, OH, OW)
     argmax : int array, shape (N, C, OH, OW)
-        Window offset ``i*size + j`` of each maximum, for :func:`max_pool2d_backward`;
-        int8 when ``size*size <= 128``, else int32.
+        Window offset ``i*size + j`` of each maximum (the first one on ties), for
+        :func:`max_pool2d_backward`; int8 when ``size*size <= 128``, else int32.
     """
     xp = array_namespace(x)
-    offset_dtype = xp.int8 if size * size <= 128 else xp.int32
-    y = None
-    argmax = None
-    for offset, index in _window_slices(x.shape, size, stride):
-        window = x[index]
-        if y is None:
-            y = window.copy()
-            argmax = xp.zeros(window.shape, dtype=offset_dtype)
-            continue
-        greater = window > y
-        xp.copyto(y, window, where=greater)
-        xp.copyto(argmax, offset_dtype(offset), where=greater)
+    windows = [x[index] for _, index in _window_slices(x.shape, size, stride)]
+    y = windows[0].copy()
+    for window in windows[1:]:
+        xp.maximum(y, window, out=y)
+    offset_dtype = xp.int8 if len(windows) <= 128 else xp.int32
+    argmax = xp.zeros(y.shape, dtype=offset_dtype)
+    taken = windows[0] == y
+    for offset, window in enumerate(windows[1:], start=1):
+        first_hit = (window == y) & ~taken
+        argmax += first_hit.astype(offset_dtype) * offset_dtype(offset)
+        taken |= first_hit
     return y, argmax
 
 
@@ -77,9 +77,13 @@ def max_pool2d_backward(
     """
     xp = array_namespace(dy)
     dx = xp.zeros(input_shape, dtype=dy.dtype)
-    zero = dy.dtype.type(0)
+    overlapping = stride < size
     for offset, index in _window_slices(input_shape, size, stride):
-        dx[index] += xp.where(argmax == offset, dy, zero)
+        share = dy * (argmax == offset)
+        if overlapping:
+            dx[index] += share
+        else:
+            dx[index] = share
     return dx
 
 
