@@ -65,6 +65,13 @@ def test_same_seed_same_weights(digits):
     assert not np.array_equal(a.params_["0.weight"], c.params_["0.weight"])
 
 
+def test_thread_count_does_not_change_the_trained_weights(digits):
+    (X, y), _ = digits
+    runs = [BPTClassifier(small_lenet, epochs=1, random_state=2, n_threads=n).fit(X[:256], y[:256]) for n in (1, 2)]
+    for name in runs[0].params_:
+        assert np.array_equal(runs[0].params_[name], runs[1].params_[name]), name
+
+
 def test_predict_proba_rows_are_distributions(fitted, digits):
     _, (X_test, _) = digits
     proba = fitted.predict_proba(X_test)
@@ -159,6 +166,7 @@ def test_nan_located_in_later_sample():
         ({"momentum": 1.5}, r"momentum must be in \[0, 1\)"),
         ({"lr_schedule": "step"}, "lr_schedule must be 'cosine' or 'constant'"),
         ({"device": "tpu"}, "device must be 'cpu' or 'gpu'"),
+        ({"n_threads": 0}, "n_threads must be a positive integer or None, got 0"),
         ({"architecture": lenet5(num_classes=3)}, "predicts 3 classes, but the data has .* 2 classes"),
     ],
 )
