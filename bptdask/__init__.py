@@ -19,8 +19,15 @@ _EXPORTS = {
     "save_model": "bptdask.serialize",
     "load_model": "bptdask.serialize",
     "BptDaskError": "bptdask.errors",
+    "ingest": "bptdask.data",
+    "ingest_npz": "bptdask.data",
+    "ingest_idx": "bptdask.data",
+    "ingest_folder": "bptdask.data",
+    "ingest_builtin": "bptdask.data",
+    "open_dataset": "bptdask.data",
+    "Dataset": "bptdask.data",
 }
-_SUBMODULES = {"backend", "datasets", "errors", "inner", "kernels", "layers", "models", "optim"}
+_SUBMODULES = {"backend", "data", "datasets", "errors", "inner", "kernels", "layers", "models", "optim"}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
@@ -38,7 +45,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from bptdask import backend, datasets, errors, inner, kernels, layers, models, optim
+    from bptdask import backend, data, datasets, errors, inner, kernels, layers, models, optim
+    from bptdask.data import Dataset, ingest, ingest_builtin, ingest_folder, ingest_idx, ingest_npz, open_dataset
     from bptdask.errors import BptDaskError
     from bptdask.estimator import BPTClassifier
     from bptdask.inner import train_step

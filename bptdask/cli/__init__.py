@@ -9,7 +9,7 @@ import sys
 from bptdask.errors import BptDaskError
 
 #: Sub-command modules; each has ``add_parser(subparsers)`` that sets ``func`` on its parser.
-SUBCOMMANDS = ("bptdask.cli.train",)
+SUBCOMMANDS = ("bptdask.cli.train", "bptdask.cli.ingest")
 
 
 def build_parser() -> argparse.ArgumentParser:

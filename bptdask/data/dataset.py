@@ -125,7 +125,7 @@ class Dataset:
         group = _open_group(location)
         meta = read_attrs(group.attrs.asdict(), where)
         arrays = check_arrays(group, where)
-        self._images, self._split_array = arrays[IMAGES], arrays[SPLIT]
+        self._images = arrays[IMAGES]
         self.attrs: DatasetAttrs = parse_attrs(
             meta, channels=self._images.shape[1], num_samples=self._images.shape[0], where=where
         )
@@ -135,12 +135,18 @@ class Dataset:
         self._labels = self._read_all(arrays[LABELS], LABELS)
         self._labels.flags.writeable = False
         check_label_values(self._labels, self.num_classes, where)
-        self._split = self._read_all(self._split_array, SPLIT)
+        self._split = self._read_all(arrays[SPLIT], SPLIT)
         unknown = ~np.isin(self._split, (TRAIN, TEST))
         if unknown.any():
             raise DatasetFormatError(
                 f"{where}: 'split' holds {int(self._split[np.argmax(unknown)])} at sample {int(np.argmax(unknown))}; "
                 f"it may only hold {TRAIN} (train) and {TEST} (test); re-ingest the dataset"
+            )
+        num_test = int(np.count_nonzero(self._split == TEST))
+        if num_test != self.attrs.num_test:
+            raise DatasetFormatError(
+                f"{where}: 'split' marks {num_test} test samples but the attributes record "
+                f"{self.attrs.num_test}; re-ingest the dataset"
             )
 
     def __reduce__(self):
@@ -148,7 +154,7 @@ class Dataset:
 
     def __repr__(self) -> str:
         return (
-            f"<bptdask Dataset {self.location}: {len(self)} samples {self.sample_shape}, "
+            f"<bptdask Dataset {self.location.name}: {len(self)} samples {self.sample_shape}, "
             f"{self.num_classes} classes, {self.num_chunks} chunks of {self.chunk_size}>"
         )
 
@@ -168,6 +174,7 @@ class Dataset:
 
     @property
     def num_chunks(self) -> int:
+        """Chunks along the sample axis (the last may hold fewer than ``chunk_size``)."""
         return len(self.chunk_boundaries)
 
     @property
@@ -177,6 +184,7 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
+        """``len(classes)``; labels lie in ``[0, num_classes)``."""
         return len(self.attrs.classes)
 
     @property

@@ -74,6 +74,7 @@ class DatasetAttrs:
     num_test: int
 
     def to_json(self) -> dict[str, Any]:
+        """The attribute as stored, marked complete and with the current format version."""
         return {
             "format_version": FORMAT_VERSION,
             "complete": True,

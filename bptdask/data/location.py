@@ -31,12 +31,17 @@ class Location:
     store: Store | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
 
-    def __str__(self) -> str:
+    @property
+    def name(self) -> str:
+        """The directory, URL or store, as written in messages."""
         if self.path is not None:
-            return f"dataset {str(self.path)!r}"
+            return repr(str(self.path))
         if self.url is not None:
-            return f"dataset {self.url!r}"
-        return f"dataset in {self.store!r}"
+            return repr(self.url)
+        return repr(self.store)
+
+    def __str__(self) -> str:
+        return f"dataset {self.name}" if self.store is None else f"dataset in {self.name}"
 
     def open_store(self, *, read_only: bool) -> Store:
         """The Zarr store for this location (a new store object for a path or URL)."""
@@ -47,7 +52,9 @@ class Location:
         return self.store
 
 
-def resolve(path_or_store: PathOrStore, *, storage_options: dict[str, Any] | None = None) -> Location:
+def resolve(
+    path_or_store: PathOrStore, *, storage_options: dict[str, Any] | None = None, writable: bool = False
+) -> Location:
     """The :class:`Location` of a local path, a ``file://`` or other fsspec URL, or a store.
 
     A ``zarr.storage.LocalStore`` resolves to its directory, so writes to it get the
@@ -56,8 +63,13 @@ def resolve(path_or_store: PathOrStore, *, storage_options: dict[str, Any] | Non
     Raises
     ------
     ConfigurationError
-        For any other type, or ``storage_options`` given with something other than a URL.
+        For any other type, ``storage_options`` given with something other than a URL,
+        or a read-only store when ``writable`` is asked for.
     """
+    if writable and isinstance(path_or_store, Store) and path_or_store.read_only:
+        raise ConfigurationError(
+            f"cannot write a dataset into the read-only store {path_or_store!r}; open the store with read_only=False"
+        )
     if isinstance(path_or_store, LocalStore):
         location = Location(path=Path(path_or_store.root))
     elif isinstance(path_or_store, Store):
