@@ -1,10 +1,12 @@
 """2-D convolution by im2col + GEMM, written once for NumPy and CuPy.
 
 Layouts: activations ``(N, C, H, W)``, weights ``(O, C, kh, kw)`` (PyTorch's), and the
-column buffer ``(C, kh, kw, N, OH, OW)`` so that one GEMM with the weights reshaped to
+column buffer ``(C, kh, kw, OH, OW, N)`` so that one GEMM with the weights reshaped to
 ``(O, C*kh*kw)`` computes the whole batch. im2col copies one strided slice per kernel
 offset; col2im adds the slices back, so overlapping windows accumulate without
-fancy-index assignment (which CuPy leaves undefined for repeated indices).
+fancy-index assignment (which CuPy leaves undefined for repeated indices). The batch axis
+is innermost in the column buffer and in the padded image the slices are cut from, so
+each slice copy moves contiguous runs of ``OW·N`` values rather than ``OW``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _pad_channels_first(x: Array, padding: int) -> Array:
-    """``x`` ``(N, C, H, W)`` as a contiguous ``(C, N, H + 2p, W + 2p)`` array, zero-padded."""
+def _pad_batch_last(x: Array, padding: int) -> Array:
+    """``x`` ``(N, C, H, W)`` as a contiguous ``(C, H + 2p, W + 2p, N)`` array, zero-padded."""
     xp = array_namespace(x)
     n, c, h, w = x.shape
-    out = xp.zeros((c, n, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
-    out[:, :, padding : padding + h, padding : padding + w] = x.transpose(1, 0, 2, 3)
+    out = xp.empty((c, h + 2 * padding, w + 2 * padding, n), dtype=x.dtype)
+    if padding:
+        out[:, :padding] = 0
+        out[:, -padding:] = 0
+        out[:, :, :padding] = 0
+        out[:, :, -padding:] = 0
+    out[:, padding : padding + h, padding : padding + w] = x.transpose(1, 2, 3, 0)
     return out
 
 
@@ -38,19 +45,19 @@ def im2col(x: Array, kernel_size: tuple[int, int], stride: int, padding: int) ->
 
     Returns
     -------
-    col : array, shape (C, kh, kw, N, OH, OW)
-        ``col[c, i, j, n, oh, ow] == x_padded[n, c, i + stride*oh, j + stride*ow]``.
+    col : array, shape (C, kh, kw, OH, OW, N)
+        ``col[c, i, j, oh, ow, n] == x_padded[n, c, i + stride*oh, j + stride*ow]``.
     """
     xp = array_namespace(x)
     kh, kw = kernel_size
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, padding)
     ow = conv_output_size(w, kw, stride, padding)
-    xt = _pad_channels_first(x, padding)
-    col = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    xt = _pad_batch_last(x, padding)
+    col = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            col[:, i, j] = xt[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
+            col[:, i, j] = xt[:, i : i + stride * oh : stride, j : j + stride * ow : stride]
     return col
 
 
@@ -59,7 +66,7 @@ def col2im(col: Array, input_shape: tuple[int, int, int, int], stride: int, padd
 
     Parameters
     ----------
-    col : array, shape (C, kh, kw, N, OH, OW)
+    col : array, shape (C, kh, kw, OH, OW, N)
     input_shape : (N, C, H, W) of the image that was unfolded
     stride, padding : int
 
@@ -68,14 +75,14 @@ def col2im(col: Array, input_shape: tuple[int, int, int, int], stride: int, padd
     x : array, shape (N, C, H, W)
     """
     xp = array_namespace(col)
-    c, kh, kw, n, oh, ow = col.shape
+    c, kh, kw, oh, ow, n = col.shape
     _, _, h, w = input_shape
-    padded = xp.zeros((c, n, h + 2 * padding, w + 2 * padding), dtype=col.dtype)
+    padded = xp.zeros((c, h + 2 * padding, w + 2 * padding, n), dtype=col.dtype)
     for i in range(kh):
         for j in range(kw):
-            padded[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride] += col[:, i, j]
-    inner = padded[:, :, padding : padding + h, padding : padding + w]
-    return xp.ascontiguousarray(inner.transpose(1, 0, 2, 3))
+            padded[:, i : i + stride * oh : stride, j : j + stride * ow : stride] += col[:, i, j]
+    inner = padded[:, padding : padding + h, padding : padding + w]
+    return xp.ascontiguousarray(inner.transpose(3, 0, 1, 2))
 
 
 def conv2d_forward(
@@ -92,17 +99,17 @@ def conv2d_forward(
     Returns
     -------
     y : array, shape (N, O, OH, OW)
-    col : array, shape (C, kh, kw, N, OH, OW)
+    col : array, shape (C, kh, kw, OH, OW, N)
         The unfolded input, kept for :func:`conv2d_backward`.
     """
     xp = array_namespace(x, weight)
     o, c, kh, kw = weight.shape
     col = im2col(x, (kh, kw), stride, padding)
-    n, oh, ow = col.shape[3:]
-    y = weight.reshape(o, c * kh * kw) @ col.reshape(c * kh * kw, n * oh * ow)
+    oh, ow, n = col.shape[3:]
+    y = weight.reshape(o, c * kh * kw) @ col.reshape(c * kh * kw, oh * ow * n)
     if bias is not None:
         y += bias[:, None]
-    y = y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
+    y = y.reshape(o, oh, ow, n).transpose(3, 0, 1, 2)
     return xp.ascontiguousarray(y), col
 
 
@@ -122,7 +129,7 @@ def conv2d_backward(
     ----------
     dy : array, shape (N, O, OH, OW)
         Gradient of the loss with respect to the output.
-    col : array, shape (C, kh, kw, N, OH, OW)
+    col : array, shape (C, kh, kw, OH, OW, N)
         The unfolded input returned by the forward pass.
     weight : array, shape (O, C, kh, kw)
     input_shape : (N, C, H, W)
@@ -137,7 +144,7 @@ def conv2d_backward(
     """
     o = weight.shape[0]
     k = col.shape[0] * col.shape[1] * col.shape[2]
-    dy_rows = dy.transpose(1, 0, 2, 3).reshape(o, -1)
+    dy_rows = dy.transpose(1, 2, 3, 0).reshape(o, -1)
     col_rows = col.reshape(k, -1)
     dweight = (dy_rows @ col_rows.T).reshape(weight.shape)
     dbias = dy_rows.sum(axis=1)

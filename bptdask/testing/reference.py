@@ -36,7 +36,7 @@ def output_length(size: int, window: int, stride: int, padding: int = 0) -> int:
 
 
 def im2col(x: np.ndarray, kernel_size: tuple[int, int], stride: int, padding: int) -> np.ndarray:
-    """Unfolded windows ``col[c, i, j, n, oh, ow] = x_padded[n, c, i + s*oh, j + s*ow]``.
+    """Unfolded windows ``col[c, i, j, oh, ow, n] = x_padded[n, c, i + s*oh, j + s*ow]``.
 
     Parameters
     ----------
@@ -44,21 +44,21 @@ def im2col(x: np.ndarray, kernel_size: tuple[int, int], stride: int, padding: in
 
     Returns
     -------
-    col : float64 array, shape (C, kh, kw, N, OH, OW)
+    col : float64 array, shape (C, kh, kw, OH, OW, N)
     """
     kh, kw = kernel_size
     n, c, h, w = x.shape
     oh = output_length(h, kh, stride, padding)
     ow = output_length(w, kw, stride, padding)
     padded = _padded(x, padding)
-    col = np.zeros((c, kh, kw, n, oh, ow))
+    col = np.zeros((c, kh, kw, oh, ow, n))
     for b in range(c):
         for i in range(kh):
             for j in range(kw):
                 for a in range(n):
                     for p in range(oh):
                         for q in range(ow):
-                            col[b, i, j, a, p, q] = padded[a, b, i + stride * p, j + stride * q]
+                            col[b, i, j, p, q, a] = padded[a, b, i + stride * p, j + stride * q]
     return col
 
 
