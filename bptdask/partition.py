@@ -1,0 +1,414 @@
+"""IDPA: handing an epoch's Zarr chunks to workers in proportion to their measured power.
+
+The unit of allocation is one chunk of the training array along the sample axis. An
+epoch runs like this:
+
+1. :func:`chunk_order` shuffles the chunk ids by ``(seed, epoch)``. Samples are shuffled
+   later, inside a chunk in memory: whole-chunk reads are many times faster than random ones.
+2. The shuffled ids are cut into *rounds* (increments) of ``chunks_per_round`` chunks. A
+   round is allocated when the first worker needs it, by :func:`allocate_round`: each live
+   worker's share is proportional to its power ``P_i`` (samples/s, an EMA kept by
+   :class:`PowerEstimator` from what it reported for earlier parts), an equal split while
+   no power is known, largest-remainder rounding.
+3. :class:`EpochPlan` hands work out on demand (work pulling). A free worker calling
+   :meth:`EpochPlan.next_part` gets, in this order: its own unstarted share of the oldest
+   round that still holds one; its share of the next round, which this call opens; and,
+   once every round is open, a power-proportional piece of the largest unstarted share of
+   another worker (stealing at the epoch's tail). A part is started when it is handed out
+   and is never split afterwards. A synchronous loop passes ``through_round`` to keep
+   every worker inside the current round.
+4. :meth:`EpochPlan.lose_worker` takes a lost worker's started-but-unfinished parts and
+   its unstarted shares back and re-allocates those chunks, within their rounds, over the
+   remaining workers by power; with no worker left they wait for :meth:`EpochPlan.add_worker`.
+
+Every chunk of an epoch is completed exactly once. A part is named ``(round_index,
+part_index)``, so a weight merge can be keyed by ``(worker, round_index, part_index)``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from bptdask.errors import ConfigurationError
+
+#: A worker's name; in a cluster, its address such as ``"tcp://10.0.0.5:40331"``.
+Worker = str
+
+
+def _check_count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def chunk_sizes(n_samples: int, chunk_size: int) -> list[int]:
+    """Samples in each chunk of an ``(n_samples, ...)`` array chunked by ``chunk_size``.
+
+    All chunks hold ``chunk_size`` samples except possibly the last one.
+    """
+    _check_count("n_samples", n_samples, 0)
+    _check_count("chunk_size", chunk_size, 1)
+    return [min(chunk_size, n_samples - start) for start in range(0, n_samples, chunk_size)]
+
+
+def chunk_order(n_chunks: int, *, epoch: int, seed: int) -> list[int]:
+    """The chunk ids ``0 .. n_chunks-1`` in the shuffled order of ``epoch`` under ``seed``.
+
+    The same ``(n_chunks, epoch, seed)`` always gives the same order; each epoch a new one.
+    """
+    _check_count("n_chunks", n_chunks, 0)
+    _check_count("epoch", epoch, 0)
+    _check_count("seed", seed, 0)
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n_chunks).tolist()
+
+
+def _effective_powers(powers: Mapping[Worker, float | None]) -> dict[Worker, Fraction]:
+    """Exact powers to split by; an unknown (None) power counts as the mean known one."""
+    known = {}
+    for worker, power in powers.items():
+        if power is not None and not (isinstance(power, numbers.Real) and math.isfinite(power) and power >= 0):
+            raise ConfigurationError(
+                f"power of worker {worker!r} must be a finite number of samples/s >= 0 "
+                f"or None while unmeasured, got {power!r}"
+            )
+        if power is not None:
+            known[worker] = Fraction(float(power))
+    positive = [p for p in known.values() if p > 0]
+    if not positive and len(known) == len(powers):
+        raise ConfigurationError(
+            f"no worker can take chunks: every power is 0 ({dict(powers)!r}); "
+            "add a worker or pass None for workers not measured yet"
+        )
+    guess = sum(positive) / len(positive) if positive else Fraction(1)
+    return {worker: known.get(worker, guess) for worker in powers}
+
+
+def _largest_remainder(total: int, weights: Mapping[Worker, Fraction]) -> dict[Worker, int]:
+    """Integer counts summing to ``total`` whose distance to ``total * w / sum(w)`` is < 1.
+
+    The leftover after flooring is the sum of the fractional parts, so only workers with
+    one (never a zero weight) get a leftover chunk: largest fraction first, then by name.
+    """
+    weight_sum = sum(weights.values())
+    quotas = {worker: total * weight / weight_sum for worker, weight in weights.items()}
+    counts = {worker: math.floor(quota) for worker, quota in quotas.items()}
+    leftover = total - sum(counts.values())
+    for worker in sorted(weights, key=lambda w: (counts[w] - quotas[w], w))[:leftover]:
+        counts[worker] += 1
+    return counts
+
+
+def allocate_round(chunk_ids: Sequence[int], powers: Mapping[Worker, float | None]) -> dict[Worker, list[int]]:
+    """Split one round's chunks between workers in proportion to their power.
+
+    Parameters
+    ----------
+    chunk_ids : sequence of int
+        The round's chunks, already in shuffled order.
+    powers : mapping of worker -> float or None
+        Measured samples/s per worker. ``None`` marks a worker not measured yet: it counts
+        as the mean measured power, so with no power known the split is equal. A worker
+        with power 0 gets nothing.
+
+    Returns
+    -------
+    dict of worker -> list of int
+        Every worker of ``powers``, in name order, with a contiguous run of ``chunk_ids``;
+        together they hold each chunk exactly once. Counts are rounded by largest
+        remainder (ties to the worker whose name sorts first), so each is within one
+        chunk of its exact share ``len(chunk_ids) * P_i / sum(P)``.
+    """
+    if not powers:
+        raise ConfigurationError("cannot allocate chunks to no workers; start at least one worker")
+    counts = _largest_remainder(len(chunk_ids), _effective_powers(powers))
+    allocation, start = {}, 0
+    for worker in sorted(powers):
+        allocation[worker] = list(chunk_ids[start : start + counts[worker]])
+        start += counts[worker]
+    return allocation
+
+
+class PowerEstimator:
+    """Each worker's computing power in samples/s, smoothed over its reports.
+
+    The first report sets the power; each later one moves it by
+    ``P <- smoothing * rate + (1 - smoothing) * P``. The default 0.5 follows a worker whose
+    speed changed (a contended node) within two or three parts while halving the noise
+    of a single timing.
+    """
+
+    def __init__(self, *, smoothing: float = 0.5):
+        if not (isinstance(smoothing, numbers.Real) and 0 < smoothing <= 1):
+            raise ConfigurationError(f"smoothing must be in (0, 1] (1 keeps only the last rate), got {smoothing!r}")
+        self.smoothing = float(smoothing)
+        self._powers: dict[Worker, float] = {}
+
+    def report(self, worker: Worker, *, samples: int, seconds: float) -> float:
+        """Record that ``worker`` trained ``samples`` samples in ``seconds``; its new power."""
+        _check_count("samples", samples, 1)
+        if not (isinstance(seconds, numbers.Real) and math.isfinite(seconds) and seconds > 0):
+            raise ConfigurationError(f"seconds must be a finite time > 0, got {seconds!r} for worker {worker!r}")
+        rate = samples / seconds
+        previous = self._powers.get(worker)
+        power = rate if previous is None else self.smoothing * rate + (1 - self.smoothing) * previous
+        self._powers[worker] = power
+        return power
+
+    def power(self, worker: Worker) -> float | None:
+        """Samples/s of ``worker``, or None before its first report."""
+        return self._powers.get(worker)
+
+    def powers(self, workers: Iterable[Worker]) -> dict[Worker, float | None]:
+        """``{worker: power or None}`` for ``workers``, ready for :func:`allocate_round`."""
+        return {worker: self._powers.get(worker) for worker in workers}
+
+
+@dataclass(frozen=True)
+class Part:
+    """Chunks handed to one worker at once: the unit of training, pushing and merging.
+
+    ``samples`` is the part's sample count ``n_j``, ``round_samples`` the round's ``N_round``
+    and ``n_workers`` the ``m`` workers the round was first split between: the inputs of
+    the data share ``n_j * m / N_round`` that weighs the part's weight update.
+    """
+
+    worker: Worker
+    round_index: int
+    part_index: int
+    chunks: tuple[int, ...]
+    samples: int
+    round_samples: int
+    n_workers: int
+
+    @property
+    def key(self) -> tuple[Worker, int, int]:
+        """``(worker, round_index, part_index)``: the idempotency key of its merge."""
+        return (self.worker, self.round_index, self.part_index)
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """How evenly a finished round kept its workers busy.
+
+    ``busy`` and ``samples`` map each worker that completed a part of the round to its
+    training seconds and samples there. ``makespan`` is the longest busy time: the round's
+    length had its workers started together. ``idle_fraction = 1 - sum(busy) / (m * makespan)``
+    over those ``m`` workers: 0 for a perfect split.
+    """
+
+    round_index: int
+    busy: dict[Worker, float]
+    samples: dict[Worker, int]
+    makespan: float
+    idle_fraction: float
+
+
+@dataclass
+class _Round:
+    index: int
+    n_chunks: int
+    samples: int
+    n_workers: int
+    shares: dict[Worker, list[int]]
+    pool: list[int] = field(default_factory=list)
+    parts_issued: int = 0
+    completed: list[tuple[Part, float]] = field(default_factory=list)
+
+
+class EpochPlan:
+    """Who trains which chunks in one epoch: work pulling, stealing and losses.
+
+    Parameters
+    ----------
+    chunk_sizes : sequence of int
+        Samples in chunk ``i`` of the training array (see :func:`chunk_sizes`).
+    workers : iterable of worker
+        The workers present at the start; others join with :meth:`add_worker`.
+    epoch, seed : int
+        Select the chunk order (:func:`chunk_order`).
+    chunks_per_round : int
+        Chunks per round (increment); the last round may hold fewer.
+    estimator : PowerEstimator, optional
+        Powers carried over from earlier epochs; fed by :meth:`complete`. A fresh one
+        (every power unknown, so the first round splits equally) by default.
+    """
+
+    def __init__(
+        self,
+        chunk_sizes: Sequence[int],
+        workers: Iterable[Worker],
+        *,
+        epoch: int,
+        seed: int,
+        chunks_per_round: int,
+        estimator: PowerEstimator | None = None,
+    ):
+        if isinstance(workers, str):
+            raise ConfigurationError(f"workers must be a collection of worker names, got the string {workers!r}")
+        self._sizes = [_check_count("chunk size", size, 1) for size in chunk_sizes]
+        step = _check_count("chunks_per_round", chunks_per_round, 1)
+        order = chunk_order(len(self._sizes), epoch=epoch, seed=seed)
+        self._round_chunks = [order[start : start + step] for start in range(0, len(order), step)]
+        self.epoch = epoch
+        self.estimator = estimator if estimator is not None else PowerEstimator()
+        self._live = set(workers)
+        self._lost: set[Worker] = set()
+        self._rounds: list[_Round] = []
+        self._in_flight: dict[tuple[int, int], Part] = {}
+        self._completed_chunks = 0
+
+    @property
+    def workers(self) -> tuple[Worker, ...]:
+        """The live workers, in name order."""
+        return tuple(sorted(self._live))
+
+    @property
+    def n_rounds(self) -> int:
+        return len(self._round_chunks)
+
+    @property
+    def done(self) -> bool:
+        """True once every chunk of the epoch has been completed."""
+        return self._completed_chunks == len(self._sizes)
+
+    def next_part(self, worker: Worker, *, through_round: int | None = None) -> Part | None:
+        """The next part for free ``worker``, or None when nothing is left for it.
+
+        None for a lost worker, and for a live one once every round is open and no other
+        worker's unstarted share has a piece that fits its power (more may come if a
+        worker is lost later). ``through_round`` confines the search to rounds up to that
+        index: a synchronous (SGWU) loop passes the round it is in, so nobody runs ahead.
+        """
+        if worker in self._lost:
+            return None
+        self._check_live(worker)
+        last = self.n_rounds if through_round is None else min(through_round + 1, self.n_rounds)
+        for rnd in self._rounds[:last]:
+            if worker in rnd.shares:
+                return self._issue(worker, rnd, rnd.shares.pop(worker))
+        while len(self._rounds) < last:
+            rnd = self._open_next_round()
+            if worker in rnd.shares:
+                return self._issue(worker, rnd, rnd.shares.pop(worker))
+        return self._steal(worker, self._rounds[:last])
+
+    def complete(self, part: Part, *, seconds: float) -> bool:
+        """Record that ``part`` was trained in ``seconds``; False if it no longer counts.
+
+        A part counts once: a repeated call, or a part whose worker was lost meanwhile
+        (its chunks went back to the others), returns False and changes nothing.
+        """
+        key = (part.round_index, part.part_index)
+        if self._in_flight.get(key) != part:
+            return False
+        self.estimator.report(part.worker, samples=part.samples, seconds=seconds)
+        del self._in_flight[key]
+        self._rounds[part.round_index].completed.append((part, float(seconds)))
+        self._completed_chunks += len(part.chunks)
+        return True
+
+    def in_flight(self, worker: Worker) -> list[Part]:
+        """Parts handed to ``worker`` and not completed yet."""
+        return [part for part in self._in_flight.values() if part.worker == worker]
+
+    def lose_worker(self, worker: Worker) -> list[Part]:
+        """Take ``worker`` out; its unfinished parts and unstarted shares go to the others.
+
+        Returns the cancelled parts (handed out, not completed). A worker lost twice
+        loses nothing more.
+        """
+        if worker in self._lost:
+            return []
+        self._check_live(worker)
+        self._live.remove(worker)
+        self._lost.add(worker)
+        cancelled = self.in_flight(worker)
+        for part in cancelled:
+            del self._in_flight[(part.round_index, part.part_index)]
+            self._rounds[part.round_index].pool.extend(part.chunks)
+        for rnd in self._rounds:
+            rnd.pool.extend(rnd.shares.pop(worker, []))
+        self._share_out_pools()
+        return cancelled
+
+    def add_worker(self, worker: Worker) -> None:
+        """Let ``worker`` (new, or back after a loss) take part from now on."""
+        self._lost.discard(worker)
+        self._live.add(worker)
+        self._share_out_pools()
+
+    def round_reports(self) -> list[RoundReport]:
+        """A :class:`RoundReport` for each round whose chunks are all completed."""
+        finished = [rnd for rnd in self._rounds if sum(len(p.chunks) for p, _ in rnd.completed) == rnd.n_chunks]
+        return [self._report(rnd) for rnd in finished]
+
+    def _check_live(self, worker: Worker) -> None:
+        if worker not in self._live:
+            raise ConfigurationError(f"unknown worker {worker!r}; known: {sorted(self._live)}; call add_worker first")
+
+    def _issue(self, worker: Worker, rnd: _Round, chunks: list[int]) -> Part:
+        part = Part(
+            worker=worker,
+            round_index=rnd.index,
+            part_index=rnd.parts_issued,
+            chunks=tuple(chunks),
+            samples=sum(self._sizes[chunk] for chunk in chunks),
+            round_samples=rnd.samples,
+            n_workers=rnd.n_workers,
+        )
+        rnd.parts_issued += 1
+        self._in_flight[(rnd.index, part.part_index)] = part
+        return part
+
+    def _open_next_round(self) -> _Round:
+        chunks = self._round_chunks[len(self._rounds)]
+        allocation = allocate_round(chunks, self.estimator.powers(sorted(self._live)))
+        shares = {worker: share for worker, share in allocation.items() if share}
+        rnd = _Round(
+            index=len(self._rounds),
+            n_chunks=len(chunks),
+            samples=sum(self._sizes[chunk] for chunk in chunks),
+            n_workers=len(shares),
+            shares=shares,
+        )
+        self._rounds.append(rnd)
+        return rnd
+
+    def _steal(self, thief: Worker, rounds: list[_Round]) -> Part | None:
+        for rnd in rounds:
+            for victim in sorted(rnd.shares, key=lambda w: (-len(rnd.shares[w]), w)):
+                split = allocate_round(rnd.shares[victim], self.estimator.powers([thief, victim]))
+                if split[thief]:
+                    if split[victim]:
+                        rnd.shares[victim] = split[victim]
+                    else:
+                        del rnd.shares[victim]
+                    return self._issue(thief, rnd, split[thief])
+        return None
+
+    def _share_out_pools(self) -> None:
+        if not self._live:
+            return
+        for rnd in self._rounds:
+            if rnd.pool:
+                allocation = allocate_round(rnd.pool, self.estimator.powers(sorted(self._live)))
+                for worker, share in allocation.items():
+                    if share:
+                        rnd.shares.setdefault(worker, []).extend(share)
+                rnd.pool = []
+
+    def _report(self, rnd: _Round) -> RoundReport:
+        busy: dict[Worker, float] = {}
+        samples: dict[Worker, int] = {}
+        for part, seconds in rnd.completed:
+            busy[part.worker] = busy.get(part.worker, 0.0) + seconds
+            samples[part.worker] = samples.get(part.worker, 0) + part.samples
+        makespan = max(busy.values())
+        idle = 1.0 - sum(busy.values()) / (len(busy) * makespan)
+        return RoundReport(rnd.index, busy, samples, makespan, idle)
