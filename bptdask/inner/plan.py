@@ -19,7 +19,7 @@ The graph is a Dask graph (``{key: (callable, *args)}``), so ``dask.threaded.get
 it as a reference and ``dask.visualize`` draws it; bptdask's own runner executes it with
 critical-path priorities computed here from a FLOP cost model.
 
-The micro-batch count depends on the batch size only (about 16 samples each), never on
+The micro-batch count depends on the batch size only (about 32 samples each), never on
 the thread count, so every thread count computes bit-identical results.
 """
 
@@ -38,7 +38,7 @@ from bptdask.model import Sequential
 from bptdask.optim import SGD
 
 #: Samples per micro-batch the default split aims for.
-MICRO_BATCH_SAMPLES = 16
+MICRO_BATCH_SAMPLES = 32
 #: Fixed cost of running one task, in FLOP-equivalents, for the priority model.
 TASK_OVERHEAD_FLOPS = 2e5
 

@@ -1,8 +1,10 @@
 """Execute a :class:`~bptdask.inner.plan.Plan` on threads, longest remaining path first.
 
-This module owns bptdask's only thread pool. Each run starts ``n_threads - 1`` helper
-threads and works in the calling thread too; every thread repeatedly takes the ready
-task with the highest critical-path priority. BLAS is limited to one thread for the
+This module owns bptdask's only thread pool: helper threads started on first use and kept
+for later steps. A run lends ``n_threads - 1`` of them and works in the calling thread too;
+every thread repeatedly takes the ready task with the highest critical-path priority. A run
+finishes even if no helper is free (the caller alone completes it), so concurrent runs from
+several caller threads cannot deadlock. BLAS is limited to one thread for the
 duration (threadpoolctl, restored afterwards), so parallelism comes from the graph and
 results do not depend on the thread count. Intermediate values are dropped as soon as
 their last consumer has run.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import queue
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -96,6 +99,7 @@ class _Run:
             if count == 0:
                 self._push(key)
         self.condition = threading.Condition()
+        self.active = 0
 
     def _push(self, key: Key) -> None:
         heapq.heappush(self.ready, (-self.plan.priority[key], self.order[key], key))
@@ -116,6 +120,22 @@ class _Run:
 
     def work(self) -> None:
         """Take and run ready tasks until the graph is done or a task failed."""
+        with self.condition:
+            self.active += 1
+        try:
+            self._work()
+        finally:
+            with self.condition:
+                self.active -= 1
+                self.condition.notify_all()
+
+    def wait_for_helpers(self) -> None:
+        """Block until no thread is inside :meth:`work` any more."""
+        with self.condition:
+            while self.active:
+                self.condition.wait()
+
+    def _work(self) -> None:
         while True:
             with self.condition:
                 while not self.ready and self.remaining and self.error is None:
@@ -150,6 +170,31 @@ class _Run:
                     self.condition.notify(woken - 1)
 
 
+class _HelperPool:
+    """Daemon threads that join runs handed to them; grown on demand, never shrunk."""
+
+    def __init__(self):
+        self._runs: queue.SimpleQueue[_Run] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def lend(self, run: _Run, count: int) -> None:
+        with self._lock:
+            while len(self._threads) < count:
+                thread = threading.Thread(target=self._serve, name=f"bptdask-step-{len(self._threads)}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        for _ in range(count):
+            self._runs.put(run)
+
+    def _serve(self) -> None:
+        while True:
+            self._runs.get().work()
+
+
+_helpers = _HelperPool()
+
+
 def run_plan(plan: Plan, inputs: dict[Key, Any], *, n_threads: int) -> dict[Key, Any]:
     """Execute ``plan`` with ``inputs`` on ``n_threads`` threads; returns ``{output key: value}``.
 
@@ -162,12 +207,9 @@ def run_plan(plan: Plan, inputs: dict[Key, Any], *, n_threads: int) -> dict[Key,
         raise ConfigurationError(f"plan inputs missing: {missing}")
     run = _Run(plan, _compile(plan), inputs)
     with _blas_controller().limit(limits=1, user_api="blas"):
-        helpers = [threading.Thread(target=run.work, daemon=True) for _ in range(n_threads - 1)]
-        for thread in helpers:
-            thread.start()
+        _helpers.lend(run, n_threads - 1)
         run.work()
-        for thread in helpers:
-            thread.join()
+        run.wait_for_helpers()
     if run.error is not None:
         raise run.error
     return {key: run.values[key] for key in plan.outputs}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from bptdask._typing import Array, Params
+from bptdask.inner.memory import retain_freed_memory
 from bptdask.inner.plan import Plan, make_plan
 from bptdask.inner.runner import run_plan
 from bptdask.model import Sequential
@@ -69,13 +70,14 @@ def train_step(
         Run the step as a task graph on this many threads. None runs the sequential
         whole-batch reference. Every thread count gives bit-identical results.
     micro_batches : int, optional
-        Micro-batches of the task graph (default: about 16 samples each).
+        Micro-batches of the task graph (default: about 32 samples each).
 
     Returns
     -------
     StepResult
     """
     model.check_params(params)
+    retain_freed_memory()
     if n_threads is None:
         loss, grads = model.loss_and_grads(params, x, y, rng=rng)
         new_params, new_state = optimizer.update(params, grads, state)
