@@ -18,7 +18,9 @@ KERNEL_FORBIDDEN_MODULES = {"numpy", "cupy", "dask", "distributed", "zarr", "thr
 KERNEL_FORBIDDEN_NAMES = {"np", "numpy", "cp", "cupy"}
 
 
-@pytest.mark.parametrize("module", ["bptdask.kernels", "bptdask.model", "bptdask.layers", "bptdask.models"])
+@pytest.mark.parametrize(
+    "module", ["bptdask.kernels", "bptdask.model", "bptdask.layers", "bptdask.models", "bptdask.inner", "bptdask.partition", "bptdask.ps"]
+)
 def test_light_modules_load_no_heavy_dependency(module):
     code = (
         f"import json, sys, {module}\n"
