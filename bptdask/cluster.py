@@ -1,0 +1,220 @@
+"""Every ``distributed`` call of bptdask: the coordinator actor, pinned worker tasks, failures.
+
+:func:`fit_on_cluster` starts a :class:`~bptdask.coordinator.TrainingCoordinator` as a Dask
+actor on one worker, then one long-running task pinned to each worker
+(``workers=[address]``, ``pure=False``) that runs :func:`bptdask.loop.run_worker` against
+the actor and reads its chunks straight from the Zarr store (only the dataset's location
+travels). The client watches the tasks: a task that fails because its worker died has its
+unfinished chunks handed back to the others. Every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import numpy as np
+from distributed import Client, Future, get_worker, wait
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from bptdask._typing import Params
+from bptdask.coordinator import TrainingCoordinator
+from bptdask.data import Dataset
+from bptdask.errors import BptDaskError, ConfigurationError
+from bptdask.loop import PartTrainer, TrainingSettings, run_worker
+from bptdask.model import Sequential
+
+SLOWDOWN_PLUGIN = "bptdask-simulated-slowdown"
+
+
+class ClusterTrainingError(BptDaskError, RuntimeError):
+    """Distributed training could not finish (every worker lost, the coordinator gone, a timeout)."""
+
+
+class SimulatedSlowdown(WorkerPlugin):
+    """SIMULATION: make chosen workers train ``factor`` times slower, to test heterogeneity on one machine.
+
+    After training each part, a slowed worker sleeps ``(factor - 1)`` times the time the
+    part took, so its measured power drops by ``factor``. It changes nothing else.
+
+    Parameters
+    ----------
+    factors : dict
+        Worker address -> slowdown factor (≥ 1). Workers not named run at full speed.
+    """
+
+    name = SLOWDOWN_PLUGIN
+
+    def __init__(self, factors: dict[str, float]):
+        bad = {addr: f for addr, f in factors.items() if not f >= 1.0}
+        if bad:
+            raise ConfigurationError(f"slowdown factors must be >= 1, got {bad}")
+        self.factors = dict(factors)
+
+    def factor(self, address: str) -> float:
+        return float(self.factors.get(address, 1.0))
+
+
+def simulate_slowdown(client: Client, factors: dict[str, float]) -> None:
+    """Register :class:`SimulatedSlowdown` on the cluster (replacing an earlier one)."""
+    client.register_plugin(SimulatedSlowdown(factors), name=SLOWDOWN_PLUGIN)
+
+
+def current_client() -> Client | None:
+    """The active Dask client, or None when there is none."""
+    try:
+        return Client.current()
+    except ValueError:
+        return None
+
+
+def read_chunks(dataset: Dataset, chunks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Training samples of ``chunks`` (runs of consecutive chunks read in one go), in order given."""
+    images, labels = [], []
+    start = 0
+    ordered = list(chunks)
+    while start < len(ordered):
+        stop = start + 1
+        while stop < len(ordered) and ordered[stop] == ordered[stop - 1] + 1:
+            stop += 1
+        x, y = dataset.read(ordered[start], ordered[stop - 1] + 1, subset="train")
+        images.append(x)
+        labels.append(y)
+        start = stop
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _train_on_worker(
+    address: str, coordinator, dataset: Dataset, model_config: dict, settings: TrainingSettings,
+    mean: list[float], std: list[float], call_timeout: float,
+) -> dict:
+    """The long-running task pinned to ``address``: the worker's whole share of training."""
+    worker = get_worker()
+    if worker.address != address:
+        raise ClusterTrainingError(f"training task pinned to {address} runs on {worker.address}")
+    plugin = worker.plugins.get(SLOWDOWN_PLUGIN)
+    trainer = PartTrainer(
+        Sequential.from_config(model_config), settings, np.asarray(mean), np.asarray(std),
+        n_threads=worker.state.nthreads, slowdown=plugin.factor(address) if plugin else 1.0,
+        rng=np.random.default_rng([settings.seed, abs(hash(address)) % 2**32]),
+    )
+
+    def call(method, *args, **kwargs):
+        return getattr(coordinator, method)(*args, **kwargs).result(timeout=call_timeout)
+
+    summary = run_worker(
+        address,
+        next_part=lambda: call("next_part", address),
+        pull=lambda: call("pull"),
+        push=lambda r, p, delta, version, seconds: call(
+            "push", address, r, p, delta, base_version=version, seconds=seconds
+        ),
+        read_part=lambda chunks: read_chunks(dataset, chunks),
+        train_part=trainer,
+    )
+    return asdict(summary)
+
+
+def fit_on_cluster(
+    client: Client,
+    dataset: Dataset,
+    model: Sequential,
+    params: Params,
+    settings: TrainingSettings,
+    *,
+    mode: str = "agwu",
+    alpha0: float = 1.0,
+    gamma: float = 0.5,
+    max_staleness: int | None = None,
+    chunks_per_round: int | None = None,
+    workers: list[str] | None = None,
+    call_timeout: float = 300.0,
+    timeout: float | None = None,
+) -> tuple[Params, dict]:
+    """Train ``model`` from ``params`` on the training chunks of ``dataset`` across the cluster.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    dataset : Dataset
+        Opened from a location every worker can read (a shared path or an object-store URL).
+    settings : TrainingSettings
+    mode, alpha0, gamma, max_staleness
+        Global weight update rule (:class:`~bptdask.ps.WeightServer`).
+    chunks_per_round : int, optional
+        Chunks per IDPA round; default two per worker.
+    workers : list of str, optional
+        Worker addresses to use; default all. The coordinator lives on the first.
+    call_timeout : float
+        Seconds any single actor call may take before the worker's task fails.
+    timeout : float, optional
+        Seconds the whole fit may take.
+
+    Returns
+    -------
+    params : dict of NumPy arrays
+        The final global weights.
+    report : dict
+        The coordinator's report (rounds, per-worker totals, merges) plus ``"worker_loops"``
+        (each worker's summary) and ``"lost_workers"``.
+    """
+    addresses = sorted(workers or client.scheduler_info()["workers"])
+    if not addresses:
+        raise ClusterTrainingError("the cluster has no workers; start some or scale it up")
+    chunk_sizes = [int(n) for n in dataset.chunk_sizes("train")]
+    if not any(chunk_sizes):
+        raise ConfigurationError(f"{dataset.location} has no training samples")
+    per_round = chunks_per_round or 2 * len(addresses)
+    coordinator = client.submit(
+        TrainingCoordinator, {k: np.asarray(v) for k, v in params.items()},
+        chunk_sizes=chunk_sizes, worker_names=addresses, epochs=settings.epochs, seed=settings.seed,
+        chunks_per_round=per_round, mode=mode, alpha0=alpha0, gamma=gamma, max_staleness=max_staleness,
+        actor=True, workers=[addresses[0]], pure=False,
+    ).result(timeout=call_timeout)
+    tasks: dict[str, Future] = {
+        address: client.submit(
+            _train_on_worker, address, coordinator, dataset, model.to_config(), settings,
+            list(map(float, dataset.mean)), list(map(float, dataset.std)), call_timeout,
+            workers=[address], allow_other_workers=False, pure=False, key=f"bptdask-train-{address}",
+        )
+        for address in addresses
+    }
+    summaries, lost = _watch(coordinator, tasks, call_timeout=call_timeout, timeout=timeout)
+    final, _ = coordinator.pull().result(timeout=call_timeout)
+    report = coordinator.report().result(timeout=call_timeout)
+    report["worker_loops"] = summaries
+    report["lost_workers"] = lost
+    return final, report
+
+
+def _watch(coordinator, tasks: dict[str, Future], *, call_timeout: float, timeout: float | None):
+    """Wait for every worker task; hand a failed worker's chunks back to the others."""
+    started = time.monotonic()
+    pending = dict(tasks)
+    summaries: dict[str, dict] = {}
+    lost: dict[str, str] = {}
+    while pending:
+        if timeout is not None and time.monotonic() - started > timeout:
+            raise ClusterTrainingError(f"distributed fit did not finish within {timeout} s; still running: {sorted(pending)}")
+        try:
+            wait(list(pending.values()), timeout=1.0, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            continue
+        for address, future in list(pending.items()):
+            if future.status == "pending":
+                continue
+            del pending[address]
+            if future.status == "finished":
+                summaries[address] = future.result()
+                continue
+            lost[address] = repr(future.exception()) if future.status == "error" else future.status
+            if len(lost) == len(tasks):
+                raise ClusterTrainingError(f"every worker failed: {lost}")
+            try:
+                coordinator.lose_worker(address).result(timeout=call_timeout)
+            except Exception as exc:
+                raise ClusterTrainingError(
+                    f"worker {address} failed ({lost[address]}) and the coordinator could not take its "
+                    f"chunks back ({exc!r}); if the coordinator's worker died, restart the fit"
+                ) from exc
+    return summaries, lost
