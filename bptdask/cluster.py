@@ -11,6 +11,7 @@ unfinished chunks handed back to the others. Every wait has a timeout.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import asdict
 
 import numpy as np
@@ -165,30 +166,41 @@ def fit_on_cluster(
     if not any(chunk_sizes):
         raise ConfigurationError(f"{dataset.location} has no training samples")
     per_round = chunks_per_round or 2 * len(addresses)
-    coordinator = client.submit(
+    placed = client.submit(
         TrainingCoordinator, {k: np.asarray(v) for k, v in params.items()},
         chunk_sizes=chunk_sizes, worker_names=addresses, epochs=settings.epochs, seed=settings.seed,
         chunks_per_round=per_round, mode=mode, alpha0=alpha0, gamma=gamma, max_staleness=max_staleness,
         actor=True, workers=[addresses[0]], pure=False,
-    ).result(timeout=call_timeout)
+    )
+    coordinator = placed.result(timeout=call_timeout)
+    home = sorted(client.who_has(placed)[placed.key])
+    if home != [addresses[0]]:
+        raise ClusterTrainingError(f"the coordinator was placed on {home}, not on {addresses[0]} as asked")
+    run_id = uuid.uuid4().hex[:8]
     tasks: dict[str, Future] = {
         address: client.submit(
             _train_on_worker, address, coordinator, dataset, model.to_config(), settings,
             list(map(float, dataset.mean)), list(map(float, dataset.std)), call_timeout,
-            workers=[address], allow_other_workers=False, pure=False, key=f"bptdask-train-{address}",
+            workers=[address], allow_other_workers=False, pure=False, key=f"bptdask-train-{run_id}-{address}",
         )
         for address in addresses
     }
-    summaries, lost = _watch(coordinator, tasks, call_timeout=call_timeout, timeout=timeout)
+    summaries, lost = _watch(client, coordinator, tasks, call_timeout=call_timeout, timeout=timeout)
     final, _ = coordinator.pull().result(timeout=call_timeout)
     report = coordinator.report().result(timeout=call_timeout)
     report["worker_loops"] = summaries
     report["lost_workers"] = lost
+    report["coordinator"] = addresses[0]
     return final, report
 
 
-def _watch(coordinator, tasks: dict[str, Future], *, call_timeout: float, timeout: float | None):
-    """Wait for every worker task; hand a failed worker's chunks back to the others."""
+def _watch(client: Client, coordinator, tasks: dict[str, Future], *, call_timeout: float, timeout: float | None):
+    """Wait for every worker task; hand a failed or departed worker's chunks back to the others.
+
+    A task pinned to a worker that left the cluster never fails by itself (the scheduler
+    keeps it waiting for a worker of that address), so the cluster's membership is checked
+    on every pass too.
+    """
     started = time.monotonic()
     pending = dict(tasks)
     summaries: dict[str, dict] = {}
@@ -199,15 +211,21 @@ def _watch(coordinator, tasks: dict[str, Future], *, call_timeout: float, timeou
         try:
             wait(list(pending.values()), timeout=1.0, return_when="FIRST_COMPLETED")
         except TimeoutError:
-            continue
+            pass
+        present = set(client.scheduler_info()["workers"])
         for address, future in list(pending.items()):
-            if future.status == "pending":
-                continue
-            del pending[address]
             if future.status == "finished":
                 summaries[address] = future.result()
+            elif future.status != "pending":
+                lost[address] = repr(future.exception()) if future.status == "error" else future.status
+            elif address not in present:
+                lost[address] = "the worker left the cluster"
+                future.cancel()
+            else:
                 continue
-            lost[address] = repr(future.exception()) if future.status == "error" else future.status
+            del pending[address]
+            if address not in lost:
+                continue
             if len(lost) == len(tasks):
                 raise ClusterTrainingError(f"every worker failed: {lost}")
             try:

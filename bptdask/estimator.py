@@ -8,18 +8,23 @@ without scikit-learn being a dependency.
 from __future__ import annotations
 
 import inspect
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bptdask import local
-from bptdask.backend import get_namespace, to_device
+from bptdask.backend import get_namespace, to_device, to_numpy
+from bptdask.cluster import current_client, fit_on_cluster
+from bptdask.data import Dataset, ingest, open_dataset
 from bptdask.errors import ConfigurationError, DataError, NotFittedError
 from bptdask.inner.runner import available_cores
 from bptdask.model import Sequential
+from bptdask.loop import TrainingSettings
 from bptdask.models import build
 from bptdask.optim import SGD, cosine_lr
 from bptdask.preprocess import channel_stats, check_images, check_targets, normalize
@@ -46,6 +51,18 @@ class BPTClassifier:
     lr_schedule : {"cosine", "constant"}, default "cosine"
         ``"cosine"`` decays the rate from ``lr`` towards 0 over the ``epochs`` of
         :meth:`fit` (:func:`bptdask.optim.cosine_lr`); :meth:`partial_fit` always uses ``lr``.
+    update : {"agwu", "sgwu"}, default "agwu"
+        On a Dask cluster: merge each worker's update into the global weights as it
+        arrives, damped by staleness (AGWU), or wait for every worker each round and
+        average (SGWU, the synchronous baseline).
+    client : distributed.Client, optional
+        The cluster to train on. None uses the current Dask client if there is one, else
+        trains in this process.
+    merge_weight, staleness_decay, max_staleness
+        AGWU's ``alpha0``, ``gamma`` and staleness bound (:class:`bptdask.ps.WeightServer`).
+    chunk_size : int, default 256
+        Samples per Zarr chunk when ``fit(X, y)`` writes arrays for a cluster (the unit of
+        IDPA's allocation).
     device : {"cpu", "gpu"}, default "cpu"
         Train with NumPy or CuPy.
     n_threads : int or None
@@ -66,8 +83,11 @@ class BPTClassifier:
     params_ : dict of arrays
     mean_, std_ : ndarray, shape (C,)
         Per-channel normalisation learned from the training images.
+    report_ : dict or None
+        After a cluster fit: the coordinator's report (IDPA rounds with busy time, makespan
+        and idle fraction; per-worker samples, busy time, power, staleness; every merge).
     history_ : list of dict
-        One entry per epoch: ``epoch``, ``lr``, ``loss``, ``seconds``, ``images_per_second`` and,
+        One entry per epoch in-process (one for the whole run on a cluster): ``epoch``, ``lr``, ``loss``, ``seconds``, ``images_per_second`` and,
         with ``validation_data``, ``val_accuracy``.
     """
 
@@ -82,6 +102,12 @@ class BPTClassifier:
         weight_decay: float = 5e-4,
         nesterov: bool = False,
         lr_schedule: str = "cosine",
+        update: str = "agwu",
+        client=None,
+        merge_weight: float = 1.0,
+        staleness_decay: float = 0.5,
+        max_staleness: int | None = None,
+        chunk_size: int = 256,
         device: str = "cpu",
         n_threads: int | None = None,
         dtype: str = "float32",
@@ -96,6 +122,12 @@ class BPTClassifier:
         self.weight_decay = weight_decay
         self.nesterov = nesterov
         self.lr_schedule = lr_schedule
+        self.update = update
+        self.client = client
+        self.merge_weight = merge_weight
+        self.staleness_decay = staleness_decay
+        self.max_staleness = max_staleness
+        self.chunk_size = chunk_size
         self.device = device
         self.n_threads = n_threads
         self.dtype = dtype
@@ -137,6 +169,8 @@ class BPTClassifier:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         if self.n_threads is not None and (not isinstance(self.n_threads, (int, np.integer)) or self.n_threads < 1):
             raise ConfigurationError(f"n_threads must be a positive integer or None, got {self.n_threads!r}")
+        if self.update not in ("agwu", "sgwu"):
+            raise ConfigurationError(f"update must be 'agwu' or 'sgwu', got {self.update!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigurationError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         self._optimizer()
@@ -166,26 +200,58 @@ class BPTClassifier:
             )
         return np.searchsorted(self.classes_, y).astype(np.int64)
 
-    def _initialize(self, X: np.ndarray, classes: np.ndarray) -> None:
+    def _initialize(self, input_shape: tuple[int, ...], classes, mean: np.ndarray, std: np.ndarray) -> None:
         self.classes_ = np.asarray(classes)
         if len(self.classes_) < 2:
             raise DataError(f"need at least 2 classes to train a classifier, got {self.classes_.tolist()}")
+        input_shape = tuple(int(v) for v in input_shape)
         if isinstance(self.architecture, Sequential):
             model = self.architecture
-            if model.input_shape != X.shape[1:] or model.num_classes != len(self.classes_):
+            if model.input_shape != input_shape or model.num_classes != len(self.classes_):
                 raise ConfigurationError(
                     f"the given model takes {model.input_shape} and predicts {model.num_classes} classes, "
-                    f"but the data has images {X.shape[1:]} and {len(self.classes_)} classes"
+                    f"but the data has images {input_shape} and {len(self.classes_)} classes"
                 )
         else:
-            model = build(self.architecture, num_classes=len(self.classes_), input_shape=X.shape[1:])
+            model = build(self.architecture, num_classes=len(self.classes_), input_shape=input_shape)
         self.model_ = model
-        self.mean_, self.std_ = channel_stats(X)
+        self.mean_, self.std_ = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
         self._rng = np.random.default_rng(self.random_state)
-        seed = int(self._rng.integers(2**31))
-        self.params_ = model.init_params(seed, dtype=self.dtype, xp=self._xp())
+        self._seed = int(self._rng.integers(2**31))
+        self.params_ = model.init_params(self._seed, dtype=self.dtype, xp=self._xp())
         self._state = self._optimizer().init_state(self.params_)
         self.history_ = []
+        self.report_ = None
+
+    def _resolve_client(self):
+        if self.client is not None:
+            return self.client
+        return current_client()
+
+    def _fit_local(self, X: np.ndarray, y_encoded: np.ndarray, validation_data) -> None:
+        optimizer = self._optimizer()
+        for epoch in range(self.epochs):
+            if self.lr_schedule == "cosine":
+                optimizer = optimizer.with_lr(cosine_lr(self.lr, epoch, self.epochs))
+            self._run_epoch(X, y_encoded, optimizer, validation_data)
+
+    def _fit_cluster(self, client, dataset: Dataset, validation_data) -> None:
+        settings = TrainingSettings(
+            epochs=int(self.epochs), batch_size=int(self.batch_size), lr=self.lr, momentum=self.momentum,
+            weight_decay=self.weight_decay, nesterov=self.nesterov, lr_schedule=self.lr_schedule,
+            dtype=self.dtype, seed=self._seed,
+        )
+        started = time.perf_counter()
+        params, self.report_ = fit_on_cluster(
+            client, dataset, self.model_, {k: to_numpy(v) for k, v in self.params_.items()}, settings,
+            mode=self.update, alpha0=self.merge_weight, gamma=self.staleness_decay, max_staleness=self.max_staleness,
+        )
+        self.params_ = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}
+        self._state = self._optimizer().init_state(self.params_)
+        record = {"epoch": int(self.epochs), "seconds": time.perf_counter() - started, "merges": self.report_["version"]}
+        if validation_data is not None:
+            record["val_accuracy"] = self.score(*validation_data)
+        self.history_.append(record)
 
     def _run_epoch(self, X: np.ndarray, y_encoded: np.ndarray, optimizer: SGD, validation_data) -> None:
         started = time.perf_counter()
@@ -204,30 +270,57 @@ class BPTClassifier:
             print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
 
     # ------------------------------------------------------------ public API
-    def fit(self, X, y, *, validation_data: tuple[Any, Any] | None = None) -> BPTClassifier:
-        """Train from scratch for ``epochs`` passes.
+    def fit(self, X, y=None, *, validation_data: tuple[Any, Any] | None = None) -> BPTClassifier:
+        """Train from scratch for ``epochs`` passes, on a Dask cluster when there is a client.
 
         Parameters
         ----------
-        X : array, shape (N, C, H, W), uint8 (0..255) or float
-        y : array, shape (N,), class labels of any sortable type
+        X : array (N, C, H, W), uint8 (0..255) or float; or a bptdask Zarr dataset
+            (a path, URL, store or :class:`~bptdask.data.Dataset`) whose training split is used.
+        y : array, shape (N,), class labels of any sortable type; None for a dataset
         validation_data : (X_val, y_val), optional
-            Scored after every epoch into ``history_[i]["val_accuracy"]``.
+            Scored after every epoch (in-process) or at the end (cluster) into ``history_``.
+
+        Notes
+        -----
+        With a client, arrays are first written to a temporary Zarr dataset on this
+        machine's disk, which the workers of a local cluster read; for workers elsewhere,
+        ingest to shared storage and pass the dataset instead. ``report_`` then holds the
+        run's per-round and per-worker report.
         """
         self._check_settings()
+        client = self._resolve_client()
+        if y is None:
+            dataset = X if isinstance(X, Dataset) else open_dataset(X)
+            self._initialize(dataset.sample_shape, np.asarray(dataset.classes), dataset.mean, dataset.std)
+            if client is not None:
+                self._fit_cluster(client, dataset, validation_data)
+            else:
+                images, labels = dataset.read(0, dataset.num_chunks, subset="train")
+                self._fit_local(images, labels, validation_data)
+            return self
         X = check_images(X)
         y = check_targets(y, len(X))
-        self._initialize(X, np.unique(y))
+        self._initialize(X.shape[1:], np.unique(y), *channel_stats(X))
         y_encoded = self._encode(y)
-        optimizer = self._optimizer()
-        for epoch in range(self.epochs):
-            if self.lr_schedule == "cosine":
-                optimizer = optimizer.with_lr(cosine_lr(self.lr, epoch, self.epochs))
-            self._run_epoch(X, y_encoded, optimizer, validation_data)
+        if client is None:
+            self._fit_local(X, y_encoded, validation_data)
+            return self
+        if X.dtype != np.uint8:
+            raise DataError(
+                f"training on a cluster stores X as a uint8 Zarr dataset, got dtype {X.dtype}; "
+                "pass uint8 images (0..255) or train in-process with client=None outside a Dask client"
+            )
+        with tempfile.TemporaryDirectory(prefix="bptdask-fit-") as scratch:
+            dataset = ingest(
+                X, y_encoded, Path(scratch) / "train.zarr", classes=[str(c) for c in self.classes_],
+                chunk_size=int(self.chunk_size), test_size=0, seed=self._seed,
+            )
+            self._fit_cluster(client, dataset, validation_data)
         return self
 
     def partial_fit(self, X, y, classes=None) -> BPTClassifier:
-        """One more epoch over ``(X, y)``; the first call initialises the model.
+        """One more epoch over ``(X, y)`` in this process; the first call initialises the model.
 
         ``classes`` (all labels that will ever appear) is needed on the first call when
         ``y`` does not contain every class.
@@ -236,7 +329,8 @@ class BPTClassifier:
         X = check_images(X)
         y = check_targets(y, len(X))
         if not hasattr(self, "params_"):
-            self._initialize(X, np.unique(y) if classes is None else np.unique(np.asarray(classes)))
+            classes = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+            self._initialize(X.shape[1:], classes, *channel_stats(X))
         elif tuple(X.shape[1:]) != self.model_.input_shape:
             raise DataError(f"X has images of shape {X.shape[1:]}, the model was fitted on {self.model_.input_shape}")
         self._run_epoch(X, self._encode(y), self._optimizer(), None)
@@ -301,6 +395,8 @@ class BPTClassifier:
         estimator.params_ = {name: to_device(value, xp) for name, value in saved.params.items()}
         estimator._state = estimator._optimizer().init_state(estimator.params_)
         estimator._rng = np.random.default_rng()
+        estimator._seed = int(estimator._rng.integers(2**31))
+        estimator.report_ = None
         estimator.history_ = list(meta.get("history", []))
         return estimator
 

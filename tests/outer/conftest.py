@@ -1,0 +1,26 @@
+"""A real 3-worker LocalCluster (Nanny processes on loopback) and the MNIST sample as Zarr."""
+
+from __future__ import annotations
+
+import pytest
+from distributed import Client, LocalCluster
+
+import bptdask
+from bptdask import datasets
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(
+        n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    """((X_train, y_train), (X_test, y_test)) and the training part as a Zarr dataset (chunks of 128)."""
+    train, test = datasets.split(*datasets.mnist_sample(random_state=0), test_size=1000, train_size=4000)
+    path = tmp_path_factory.mktemp("outer") / "mnist-train.zarr"
+    dataset = bptdask.ingest(*train, path, chunk_size=128, test_size=0)
+    return train, test, dataset
