@@ -8,6 +8,8 @@ so CPU-only installs never need it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 import numpy as np
@@ -37,8 +39,23 @@ def array_namespace(*arrays: Array) -> ModuleType:
     return np
 
 
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device (``CUDA_VISIBLE_DEVICES`` applies)."""
+    try:
+        cupy = importlib.import_module("cupy")
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
 def get_namespace(device: str) -> ModuleType:
-    """The array module for ``device``: ``"cpu"`` gives NumPy, ``"gpu"`` gives CuPy."""
+    """The array module for ``device``.
+
+    ``"cpu"`` gives NumPy, ``"gpu"`` CuPy, and ``"auto"`` CuPy where :func:`gpu_available`
+    says so, else NumPy.
+    """
+    if device == "auto":
+        device = "gpu" if gpu_available() else "cpu"
     if device == "cpu":
         return np
     if device == "gpu":
@@ -49,7 +66,7 @@ def get_namespace(device: str) -> ModuleType:
                 "device='gpu' needs CuPy; install it with `pip install bptdask[gpu]` "
                 "or use device='cpu'"
             ) from exc
-    raise ConfigurationError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    raise ConfigurationError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
 
 
 def to_device(x: Array, xp: ModuleType) -> Array:
@@ -69,3 +86,31 @@ def to_numpy(x: Array) -> np.ndarray:
 def default_rng(xp: ModuleType, seed: int | None):
     """A random generator of ``xp`` (``numpy.random.Generator`` or CuPy's) seeded by ``seed``."""
     return xp.random.default_rng(seed)
+
+
+_device_kernels_enabled = True
+
+
+def device_kernels(xp: ModuleType) -> ModuleType | None:
+    """:mod:`bptdask.cuda` when ``xp`` is CuPy (one launch per kernel), else None.
+
+    The generic kernels call this once and hand their work over when it returns a module;
+    inside :func:`generic_kernels` it always returns None.
+    """
+    if xp is np or not _device_kernels_enabled:
+        return None
+    return importlib.import_module("bptdask.cuda")
+
+
+@contextmanager
+def generic_kernels() -> Iterator[None]:
+    """Run the generic slice-per-offset kernels on CuPy too (for tests and benchmarks).
+
+    Not thread-safe: it flips a process-wide switch for the duration of the block.
+    """
+    global _device_kernels_enabled
+    previous, _device_kernels_enabled = _device_kernels_enabled, False
+    try:
+        yield
+    finally:
+        _device_kernels_enabled = previous

@@ -19,6 +19,7 @@ from distributed import Client, Future, get_worker, wait
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from bptdask._typing import Params
+from bptdask.backend import get_namespace
 from bptdask.coordinator import TrainingCoordinator
 from bptdask.data import Dataset
 from bptdask.errors import BptDaskError, ConfigurationError
@@ -94,9 +95,10 @@ def _train_on_worker(
     if worker.address != address:
         raise ClusterTrainingError(f"training task pinned to {address} runs on {worker.address}")
     plugin = worker.plugins.get(SLOWDOWN_PLUGIN)
+    xp = get_namespace(settings.device)
     trainer = PartTrainer(
-        Sequential.from_config(model_config), settings, np.asarray(mean), np.asarray(std),
-        n_threads=worker.state.nthreads, slowdown=plugin.factor(address) if plugin else 1.0,
+        Sequential.from_config(model_config), settings, np.asarray(mean), np.asarray(std), xp=xp,
+        n_threads=worker.state.nthreads if xp is np else None, slowdown=plugin.factor(address) if plugin else 1.0,
         rng=np.random.default_rng([settings.seed, abs(hash(address)) % 2**32]),
     )
 
@@ -105,6 +107,7 @@ def _train_on_worker(
 
     summary = run_worker(
         address,
+        device="cpu" if xp is np else "gpu",
         next_part=lambda: call("next_part", address),
         pull=lambda: call("pull"),
         push=lambda r, p, delta, version, seconds: call(

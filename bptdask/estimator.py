@@ -63,8 +63,10 @@ class BPTClassifier:
     chunk_size : int, default 256
         Samples per Zarr chunk when ``fit(X, y)`` writes arrays for a cluster (the unit of
         IDPA's allocation).
-    device : {"cpu", "gpu"}, default "cpu"
-        Train with NumPy or CuPy.
+    device : {"auto", "cpu", "gpu"}, default "auto"
+        Train with NumPy (``"cpu"``) or CuPy (``"gpu"``). ``"auto"`` takes CuPy where CuPy
+        and a CUDA device are present, else NumPy; on a cluster each worker decides for
+        itself, so CPU and GPU workers train one model together.
     n_threads : int or None
         Threads for each training step's task graph (the inner layer). None uses every
         core available to the process on the CPU, and the sequential step on a GPU.
@@ -108,7 +110,7 @@ class BPTClassifier:
         staleness_decay: float = 0.5,
         max_staleness: int | None = None,
         chunk_size: int = 256,
-        device: str = "cpu",
+        device: str = "auto",
         n_threads: int | None = None,
         dtype: str = "float32",
         random_state: int | None = None,
@@ -178,7 +180,7 @@ class BPTClassifier:
     def _threads(self) -> int | None:
         if self.n_threads is not None:
             return int(self.n_threads)
-        return available_cores() if self.device == "cpu" else None
+        return available_cores() if self._xp() is np else None
 
     def _xp(self):
         return get_namespace(self.device)
@@ -239,7 +241,7 @@ class BPTClassifier:
         settings = TrainingSettings(
             epochs=int(self.epochs), batch_size=int(self.batch_size), lr=self.lr, momentum=self.momentum,
             weight_decay=self.weight_decay, nesterov=self.nesterov, lr_schedule=self.lr_schedule,
-            dtype=self.dtype, seed=self._seed,
+            dtype=self.dtype, seed=self._seed, device=self.device,
         )
         started = time.perf_counter()
         params, self.report_ = fit_on_cluster(
@@ -380,7 +382,7 @@ class BPTClassifier:
         save_model(path, self.model_, self.params_, metadata=metadata)
 
     @classmethod
-    def load(cls, path, *, device: str = "cpu") -> BPTClassifier:
+    def load(cls, path, *, device: str = "auto") -> BPTClassifier:
         """Read a classifier written by :meth:`save`, ready to predict (or train further)."""
         saved = load_model(path)
         meta = saved.metadata

@@ -43,25 +43,49 @@ def train_epoch(
 
     The last batch may be smaller. Dropout draws come from a device generator seeded
     from ``rng``, so a run is reproducible for a given seed. ``n_threads`` is passed to
-    :func:`~bptdask.inner.train_step` (None: the sequential step).
+    :func:`~bptdask.inner.train_step` (None: the sequential step). Labels are checked
+    once, here, so the steps never wait for the device; the loss is read back once, at
+    the end.
 
     Returns
     -------
     params, state : the updated parameters and optimizer state
     mean_loss : float, the sample-weighted mean of the batch losses
     """
+    model.check_labels(np.asarray(y))
     order = rng.permutation(len(y))
+    batches = [np.sort(order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
     device_rng = xp.random.default_rng(int(rng.integers(2**63)))
     total_loss = 0.0
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc=description, disable=not progress, leave=False):
-        index = np.sort(order[start : start + batch_size])
-        xb = prepare(X[index])
-        yb = to_device(y[index], xp)
-        result = train_step(model, params, state, xb, yb, optimizer=optimizer, rng=device_rng, n_threads=n_threads)
+    for xb, yb in tqdm(_prepared_batches(X, y, batches, prepare, xp), total=len(batches), desc=description,
+                       disable=not progress, leave=False):
+        model.check_input(xb)
+        result = train_step(
+            model, params, state, xb, yb, optimizer=optimizer, rng=device_rng, n_threads=n_threads, validate=False
+        )
         params, state = result.params, result.state
-        total_loss += result.loss * len(index)
-    return params, state, total_loss / len(order)
+        total_loss = total_loss + result.loss * len(yb)
+    return params, state, float(total_loss) / len(order)
+
+
+def _prepared_batches(X: np.ndarray, y: np.ndarray, batches: list[np.ndarray], prepare: Prepare, xp: ModuleType):
+    """Yield ``(model input, labels)`` of each batch (row indices into ``X``) on ``xp``'s device.
+
+    On NumPy each batch is gathered and prepared on its own. On a GPU the epoch's images
+    are copied to the device and prepared in one go, then sliced: one host-to-device copy
+    per epoch instead of one per step (the device holds the epoch as float).
+    """
+    if xp is np:
+        for index in batches:
+            yield prepare(X[index]), y[index]
+        return
+    order = np.concatenate(batches)
+    images, labels = prepare(X[order]), to_device(y[order], xp)
+    start = 0
+    for index in batches:
+        stop = start + len(index)
+        yield images[start:stop], labels[start:stop]
+        start = stop
 
 
 def predict_proba(

@@ -38,6 +38,8 @@ class TrainingSettings:
     lr_schedule: str = "cosine"
     dtype: str = "float32"
     seed: int = 0
+    #: ``"auto"``: each worker trains on its GPU when it has one (and CuPy), else on its CPU.
+    device: str = "auto"
 
     def optimizer(self, epoch: int) -> SGD:
         """The SGD settings for ``epoch`` (0-based), with the learning-rate schedule applied."""
@@ -93,6 +95,7 @@ class WorkerSummary:
     """What one worker's loop did: parts trained, pushes rejected, time spent waiting."""
 
     worker: str
+    device: str = "cpu"
     parts: int = 0
     samples: int = 0
     busy_seconds: float = 0.0
@@ -103,6 +106,7 @@ class WorkerSummary:
 def run_worker(
     worker: str,
     *,
+    device: str = "cpu",
     next_part: Callable,
     pull: Callable,
     push: Callable,
@@ -115,13 +119,15 @@ def run_worker(
 
     Parameters
     ----------
+    device : str
+        Where ``train_part`` computes (``"cpu"`` or ``"gpu"``), for the summary.
     next_part : () -> Assignment
     pull : () -> (params, version)
     push : (round_index, part_index, delta, base_version, seconds) -> PushResult
     read_part : chunks -> (images uint8 (n, C, H, W), labels int64 (n,))
     train_part : (params, images, labels, epoch) -> (params, seconds)
     """
-    summary = WorkerSummary(worker)
+    summary = WorkerSummary(worker, device)
     while True:
         assignment = next_part()
         if assignment.status == "finished":

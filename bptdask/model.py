@@ -214,9 +214,18 @@ class Sequential:
         """
         self.check_input(x)
         self.check_batch_labels(x, y)
+        loss, grads = self.lazy_loss_and_grads(params, x, y, rng=rng)
+        return float(loss), grads
+
+    def lazy_loss_and_grads(self, params: Params, x: Array, y: Array, *, rng=None) -> tuple[Array, Params]:
+        """:meth:`loss_and_grads` without input checks, the loss left as a 0-d array.
+
+        Nothing here waits for the device: on CuPy the step's kernels stay queued while
+        Python moves on. For callers that validated their data once up front.
+        """
         logits, caches = self.forward_train(params, x, train=True, rng=rng)
         loss, dlogits = kernels.softmax_cross_entropy(logits, y)
-        return float(loss), self.backward(params, caches, dlogits)
+        return loss, self.backward(params, caches, dlogits)
 
     # ----------------------------------------------------------------- description
     def to_config(self) -> dict[str, Any]:

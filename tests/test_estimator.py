@@ -165,7 +165,7 @@ def test_nan_located_in_later_sample():
         ({"lr": -1.0}, "lr must be > 0"),
         ({"momentum": 1.5}, r"momentum must be in \[0, 1\)"),
         ({"lr_schedule": "step"}, "lr_schedule must be 'cosine' or 'constant'"),
-        ({"device": "tpu"}, "device must be 'cpu' or 'gpu'"),
+        ({"device": "tpu"}, "device must be 'cpu', 'gpu' or 'auto'"),
         ({"n_threads": 0}, "n_threads must be a positive integer or None, got 0"),
         ({"architecture": lenet5(num_classes=3)}, "predicts 3 classes, but the data has .* 2 classes"),
     ],

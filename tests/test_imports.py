@@ -19,7 +19,7 @@ KERNEL_FORBIDDEN_NAMES = {"np", "numpy", "cp", "cupy"}
 
 
 @pytest.mark.parametrize(
-    "module", ["bptdask.kernels", "bptdask.model", "bptdask.layers", "bptdask.models", "bptdask.inner", "bptdask.partition", "bptdask.ps"]
+    "module", ["bptdask.kernels", "bptdask.cuda", "bptdask.model", "bptdask.layers", "bptdask.models", "bptdask.inner", "bptdask.partition", "bptdask.ps"]
 )
 def test_light_modules_load_no_heavy_dependency(module):
     code = (

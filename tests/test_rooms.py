@@ -16,6 +16,7 @@ FORBIDDEN = {
     "errors.py": ("bptdask.", "dask", "distributed", "zarr", "numpy"),
     "_typing.py": ("bptdask.", "dask", "distributed", "zarr"),
     "backend.py": ("dask", "distributed", "zarr"),
+    "cuda.py": ("bptdask.", "dask", "distributed", "zarr"),
     "kernels": ("dask", "distributed", "zarr", "cupy", "threading"),
     "layers.py": ("dask", "distributed", "zarr"),
     "model.py": ("dask", "distributed", "zarr"),

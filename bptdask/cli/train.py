@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--train-size", type=int, default=None, help="samples to train on (default: all but the test set)")
     train.add_argument("--test-size", type=int, default=1000)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    train.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                       help="NumPy or CuPy; auto takes the GPU where CuPy sees one")
     train.add_argument("--threads", type=int, default=None,
                        help="threads per training step (default: all cores available to the process)")
     train.add_argument("--output", help="save the trained model to this .npz file")

@@ -25,7 +25,9 @@ class StepResult:
 
     params: Params
     state: Params
-    loss: float
+    #: The batch's mean loss: a float, or a 0-d array of the step's array module when the
+    #: step ran with ``validate=False`` (``float(result.loss)`` then waits for the device).
+    loss: float | Array
 
 
 @lru_cache(maxsize=64)
@@ -54,6 +56,7 @@ def train_step(
     rng=None,
     n_threads: int | None = None,
     micro_batches: int | None = None,
+    validate: bool = True,
 ) -> StepResult:
     """Forward, backward and update on one mini-batch.
 
@@ -71,6 +74,10 @@ def train_step(
         whole-batch reference. Every thread count gives bit-identical results.
     micro_batches : int, optional
         Micro-batches of the task graph (default: about 32 samples each).
+    validate : bool, default True
+        Check ``x``, ``y`` and the labels' range, and return the loss as a float. False
+        skips both, for callers that validated their data once: on CuPy each of them
+        would wait for the GPU to finish the previous step.
 
     Returns
     -------
@@ -78,12 +85,13 @@ def train_step(
     """
     model.check_params(params)
     retain_freed_memory()
+    if validate:
+        model.check_input(x)
+        model.check_batch_labels(x, y)
     if n_threads is None:
-        loss, grads = model.loss_and_grads(params, x, y, rng=rng)
+        loss, grads = model.lazy_loss_and_grads(params, x, y, rng=rng)
         new_params, new_state = optimizer.update(params, grads, state)
-        return StepResult(params=new_params, state=new_state, loss=loss)
-    model.check_input(x)
-    model.check_batch_labels(x, y)
+        return StepResult(params=new_params, state=new_state, loss=float(loss) if validate else loss)
     plan = cached_plan(model, int(x.shape[0]), optimizer, micro_batches)
     seed = 0 if rng is None else int(rng.integers(2**63))
     outputs = run_plan(plan, step_inputs(plan, params, state, x, y, seed), n_threads=n_threads)

@@ -4,7 +4,8 @@ Layouts: activations ``(N, C, H, W)``, weights ``(O, C, kh, kw)`` (PyTorch's), a
 column buffer ``(C, kh, kw, OH, OW, N)`` so that one GEMM with the weights reshaped to
 ``(O, C*kh*kw)`` computes the whole batch. im2col copies one strided slice per kernel
 offset; col2im adds the slices back, so overlapping windows accumulate without
-fancy-index assignment (which CuPy leaves undefined for repeated indices). The batch axis
+fancy-index assignment (which CuPy leaves undefined for repeated indices); on CuPy both
+are handed to one-launch CUDA versions (:mod:`bptdask.cuda`). The batch axis
 is innermost in the column buffer and in the padded image the slices are cut from, so
 each slice copy moves contiguous runs of ``OW·N`` values rather than ``OW``.
 """
@@ -12,7 +13,7 @@ each slice copy moves contiguous runs of ``OW·N`` values rather than ``OW``.
 from __future__ import annotations
 
 from bptdask._typing import Array
-from bptdask.backend import array_namespace
+from bptdask.backend import array_namespace, device_kernels
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -49,6 +50,8 @@ def im2col(x: Array, kernel_size: tuple[int, int], stride: int, padding: int) ->
         ``col[c, i, j, oh, ow, n] == x_padded[n, c, i + stride*oh, j + stride*ow]``.
     """
     xp = array_namespace(x)
+    if (fast := device_kernels(xp)) is not None:
+        return fast.im2col(x, kernel_size, stride, padding)
     kh, kw = kernel_size
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, padding)
@@ -75,6 +78,8 @@ def col2im(col: Array, input_shape: tuple[int, int, int, int], stride: int, padd
     x : array, shape (N, C, H, W)
     """
     xp = array_namespace(col)
+    if (fast := device_kernels(xp)) is not None:
+        return fast.col2im(col, input_shape, stride, padding)
     c, kh, kw, oh, ow, n = col.shape
     _, _, h, w = input_shape
     padded = xp.zeros((c, h + 2 * padding, w + 2 * padding, n), dtype=col.dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bptdask._typing import Array
+from bptdask.backend import array_namespace, device_kernels
 
 
 def sgd_momentum_update(
@@ -25,6 +26,10 @@ def sgd_momentum_update(
     -------
     param, velocity : arrays, the shape of ``param``
     """
+    if (fast := device_kernels(array_namespace(param, grad, velocity))) is not None:
+        return fast.sgd_momentum_update(
+            param, grad, velocity, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
     dtype = param.dtype.type
     direction = grad + dtype(weight_decay) * param if weight_decay else grad
     velocity = dtype(momentum) * velocity + direction

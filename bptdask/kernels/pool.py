@@ -3,7 +3,8 @@
 Both loop over the ``size × size`` window offsets and work on one strided slice per
 offset. Max pooling records which offset won (first maximum wins, as in PyTorch) so
 the backward pass puts each gradient at its argmax; overlapping windows accumulate
-(added slice by slice), non-overlapping ones are simply assigned.
+(added slice by slice), non-overlapping ones are simply assigned. On CuPy, max pooling
+runs as one CUDA launch each way (:mod:`bptdask.cuda`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bptdask._typing import Array
-from bptdask.backend import array_namespace
+from bptdask.backend import array_namespace, device_kernels
 
 
 def pool_output_size(size: int, window: int, stride: int) -> int:
@@ -47,6 +48,8 @@ def max_pool2d_forward(x: Array, size: int, stride: int) -> tuple[Array, Array]:
         :func:`max_pool2d_backward`; int8 when ``size*size <= 128``, else int32.
     """
     xp = array_namespace(x)
+    if (fast := device_kernels(xp)) is not None:
+        return fast.max_pool2d_forward(x, size, stride)
     windows = [x[index] for _, index in _window_slices(x.shape, size, stride)]
     y = windows[0].copy()
     for window in windows[1:]:
@@ -76,6 +79,8 @@ def max_pool2d_backward(
     dx : array, shape (N, C, H, W)
     """
     xp = array_namespace(dy)
+    if (fast := device_kernels(xp)) is not None:
+        return fast.max_pool2d_backward(dy, argmax, input_shape, size, stride)
     dx = xp.zeros(input_shape, dtype=dy.dtype)
     overlapping = stride < size
     for offset, index in _window_slices(input_shape, size, stride):
