@@ -2,10 +2,11 @@
 
 The generic kernels in :mod:`bptdask.kernels` work on one strided slice per window
 offset: im2col and col2im launch ``kh·kw`` copies or additions (25 for a 5×5 kernel),
-max pooling a comparison chain per offset, SGD four element-wise passes per weight. On a
-GPU each launch costs a few microseconds of Python and driver time, more than the
-arithmetic of LeNet-sized layers. Here each of those functions is one
-``cupy.ElementwiseKernel`` launch with the same inputs, outputs and summation order;
+max pooling a comparison chain per offset, SGD four element-wise passes per weight,
+ReLU two. On a GPU each launch costs a few microseconds of Python and driver time, more
+than the arithmetic of LeNet-sized layers. Here each of those functions is one
+``cupy.ElementwiseKernel`` launch (im2col and col2im add one layout copy each) with the
+same inputs, outputs and summation order;
 :func:`bptdask.backend.device_kernels` hands this module to the kernels when their arrays
 are CuPy arrays. CuPy is imported when a kernel is first used, and each kernel is
 compiled once per process (CuPy caches the binaries on disk).
@@ -27,15 +28,16 @@ _IM2COL = """
     const long long c = rest / KH;
     const long long h = oh * S - P + k;
     const long long w = ow * S - P + j;
-    col = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * C + c) * H + h) * W + w] : (T)0;
+    col = (h >= 0 && h < H && w >= 0 && w < W) ? x_batch_last[((c * H + h) * W + w) * N + n] : (T)0;
 """
 
 _COL2IM = """
     long long rest = i;
-    const long long n = rest % N; rest /= N;
+    rest /= N;
     const long long w = rest % W; rest /= W;
     const long long h = rest % H;
     const long long c = rest / H;
+    const long long n = i % N;
     T sum = 0;
     for (long long k = 0; k < KH; ++k) {
         const long long t = h + P - k;
@@ -46,7 +48,7 @@ _COL2IM = """
             sum += col[((((c * KH + k) * KW + j) * OH + t / S) * OW + u / S) * N + n];
         }
     }
-    x[((n * C + c) * H + h) * W + w] = sum;
+    x_batch_last = sum;
 """
 
 _MAX_POOL_FORWARD = """
@@ -87,6 +89,11 @@ _MAX_POOL_BACKWARD = """
     dx = sum;
 """
 
+_RELU = """
+    mask = x > (T)0;
+    y = mask ? x : (T)0;
+"""
+
 _SGD = """
     const T direction = grad + weight_decay * param;
     const T v = momentum * velocity + direction;
@@ -102,10 +109,11 @@ def _kernel(name: str):
     sizes = "int64 C, int64 H, int64 W, int64 KH, int64 KW, int64 OH, int64 OW, int64 N, int64 S, int64 P"
     pool = "int64 H, int64 W, int64 OH, int64 OW, int64 K, int64 S"
     specs = {
-        "im2col": (f"raw T x, {sizes}", "T col", _IM2COL),
-        "col2im": (f"raw T col, {sizes}", "raw T x", _COL2IM),
+        "im2col": (f"raw T x_batch_last, {sizes}", "T col", _IM2COL),
+        "col2im": (f"raw T col, {sizes}", "T x_batch_last", _COL2IM),
         "max_pool_forward": (f"raw T x, {pool}", "T y, I argmax", _MAX_POOL_FORWARD),
         "max_pool_backward": (f"raw T dy, raw I argmax, {pool}", "T dx", _MAX_POOL_BACKWARD),
+        "relu": ("T x", "T y, bool mask", _RELU),
         "sgd": ("T param, T grad, T velocity, T lr, T momentum, T weight_decay, bool nesterov",
                 "T new_param, T new_velocity", _SGD),
     }
@@ -114,7 +122,12 @@ def _kernel(name: str):
 
 
 def im2col(x, kernel_size: tuple[int, int], stride: int, padding: int):
-    """:func:`bptdask.kernels.im2col` in one launch: ``(N, C, H, W)`` -> ``(C, kh, kw, OH, OW, N)``."""
+    """:func:`bptdask.kernels.im2col`: ``(N, C, H, W)`` -> ``(C, kh, kw, OH, OW, N)``.
+
+    ``x`` is first copied batch-last, ``(C, H, W, N)`` (one pass over the input), so that
+    neighbouring threads, which write neighbouring samples of a column, also read
+    neighbouring addresses.
+    """
     import cupy
 
     n, c, h, w = x.shape
@@ -122,19 +135,24 @@ def im2col(x, kernel_size: tuple[int, int], stride: int, padding: int):
     oh = (h + 2 * padding - kh) // stride + 1
     ow = (w + 2 * padding - kw) // stride + 1
     col = cupy.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
-    _kernel("im2col")(cupy.ascontiguousarray(x), c, h, w, kh, kw, oh, ow, n, stride, padding, col)
+    x_batch_last = cupy.ascontiguousarray(x.transpose(1, 2, 3, 0))
+    _kernel("im2col")(x_batch_last, c, h, w, kh, kw, oh, ow, n, stride, padding, col)
     return col
 
 
 def col2im(col, input_shape: tuple[int, int, int, int], stride: int, padding: int):
-    """:func:`bptdask.kernels.col2im` in one launch: ``(C, kh, kw, OH, OW, N)`` -> ``(N, C, H, W)``."""
+    """:func:`bptdask.kernels.col2im`: ``(C, kh, kw, OH, OW, N)`` -> ``(N, C, H, W)``.
+
+    Each thread gathers the column entries of one input element, written batch-last
+    ``(C, H, W, N)`` (coalesced reads and writes), then one copy restores ``(N, C, H, W)``.
+    """
     import cupy
 
     c, kh, kw, oh, ow, n = col.shape
     _, _, h, w = input_shape
-    x = cupy.empty((n, c, h, w), dtype=col.dtype)
-    _kernel("col2im")(cupy.ascontiguousarray(col), c, h, w, kh, kw, oh, ow, n, stride, padding, x, size=x.size)
-    return x
+    x_batch_last = cupy.empty((c, h, w, n), dtype=col.dtype)
+    _kernel("col2im")(cupy.ascontiguousarray(col), c, h, w, kh, kw, oh, ow, n, stride, padding, x_batch_last)
+    return cupy.ascontiguousarray(x_batch_last.transpose(3, 0, 1, 2))
 
 
 def max_pool2d_forward(x, size: int, stride: int):
@@ -160,6 +178,11 @@ def max_pool2d_backward(dy, argmax, input_shape: tuple[int, int, int, int], size
         cupy.ascontiguousarray(dy), cupy.ascontiguousarray(argmax), h, w, oh, ow, size, stride, dx
     )
     return dx
+
+
+def relu_forward(x):
+    """:func:`bptdask.kernels.relu_forward` in one pass: ``(max(x, 0), x > 0)``."""
+    return _kernel("relu")(x)
 
 
 def sgd_momentum_update(param, grad, velocity, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from bptdask._typing import Array
-from bptdask.backend import array_namespace
+from bptdask.backend import array_namespace, device_kernels
 
 
 def relu_forward(x: Array) -> tuple[Array, Array]:
     """``max(x, 0)`` and the boolean mask ``x > 0`` that the backward pass needs."""
     xp = array_namespace(x)
+    if (fast := device_kernels(xp)) is not None:
+        return fast.relu_forward(x)
     mask = x > 0
     return xp.maximum(x, x.dtype.type(0)), mask
 

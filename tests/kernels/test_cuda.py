@@ -75,6 +75,18 @@ def test_max_pooling_takes_the_first_of_tied_maxima():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_relu_equals_the_generic_kernel(dtype):
+    x = cupy.asarray(np.random.default_rng(3).standard_normal((5, 3, 7, 9)).astype(dtype))
+    x[0, 0, 0, :3] = 0
+    y, mask = kernels.relu_forward(x)
+    with generic_kernels():
+        y_ref, mask_ref = kernels.relu_forward(x)
+    assert y.dtype == y_ref.dtype and mask.dtype == mask_ref.dtype
+    np.testing.assert_array_equal(to_numpy(y), to_numpy(y_ref))
+    np.testing.assert_array_equal(to_numpy(mask), to_numpy(mask_ref))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_fused_sgd_equals_the_generic_update(dtype, nesterov):
     rng = np.random.default_rng(7)
