@@ -11,7 +11,9 @@ same inputs, outputs and summation order;
 are CuPy arrays. CuPy is imported when a kernel is first used, and each kernel is
 compiled once per process (CuPy caches the binaries on disk).
 
-Index arithmetic is done in 64-bit integers, so arrays of more than 2**31 elements work.
+Index arithmetic is 32-bit (divisions by runtime sizes dominate these kernels, and
+64-bit ones cost several times as much), switching to 64-bit for arrays of 2**31
+elements or more.
 """
 
 from __future__ import annotations
@@ -19,31 +21,31 @@ from __future__ import annotations
 from functools import cache
 
 _IM2COL = """
-    long long rest = i;
-    const long long n = rest % N; rest /= N;
-    const long long ow = rest % OW; rest /= OW;
-    const long long oh = rest % OH; rest /= OH;
-    const long long j = rest % KW; rest /= KW;
-    const long long k = rest % KH;
-    const long long c = rest / KH;
-    const long long h = oh * S - P + k;
-    const long long w = ow * S - P + j;
+    idx_t rest = i;
+    const idx_t n = rest % N; rest /= N;
+    const idx_t ow = rest % OW; rest /= OW;
+    const idx_t oh = rest % OH; rest /= OH;
+    const idx_t j = rest % KW; rest /= KW;
+    const idx_t k = rest % KH;
+    const idx_t c = rest / KH;
+    const idx_t h = oh * S - P + k;
+    const idx_t w = ow * S - P + j;
     col = (h >= 0 && h < H && w >= 0 && w < W) ? x_batch_last[((c * H + h) * W + w) * N + n] : (T)0;
 """
 
 _COL2IM = """
-    long long rest = i;
-    rest /= N;
-    const long long w = rest % W; rest /= W;
-    const long long h = rest % H;
-    const long long c = rest / H;
-    const long long n = i % N;
+    const idx_t e = i;
+    const idx_t n = e % N;
+    idx_t rest = e / N;
+    const idx_t w = rest % W; rest /= W;
+    const idx_t h = rest % H;
+    const idx_t c = rest / H;
     T sum = 0;
-    for (long long k = 0; k < KH; ++k) {
-        const long long t = h + P - k;
+    for (idx_t k = 0; k < KH; ++k) {
+        const idx_t t = h + P - k;
         if (t < 0 || t % S != 0 || t / S >= OH) continue;
-        for (long long j = 0; j < KW; ++j) {
-            const long long u = w + P - j;
+        for (idx_t j = 0; j < KW; ++j) {
+            const idx_t u = w + P - j;
             if (u < 0 || u % S != 0 || u / S >= OW) continue;
             sum += col[((((c * KH + k) * KW + j) * OH + t / S) * OW + u / S) * N + n];
         }
@@ -52,9 +54,10 @@ _COL2IM = """
 """
 
 _MAX_POOL_FORWARD = """
-    const long long ow = i % OW;
-    const long long oh = (i / OW) % OH;
-    const long long plane = i / (OW * OH);
+    const idx_t e = i;
+    const idx_t ow = e % OW;
+    const idx_t oh = (e / OW) % OH;
+    const idx_t plane = e / (OW * OH);
     const T* window = &x[(plane * H + oh * S) * W + ow * S];
     T best = window[0];
     int winner = 0;
@@ -72,17 +75,18 @@ _MAX_POOL_FORWARD = """
 """
 
 _MAX_POOL_BACKWARD = """
-    const long long w = i % W;
-    const long long h = (i / W) % H;
-    const long long plane = i / (W * H);
-    const long long oh_low = h >= K ? (h - K) / S + 1 : 0;
-    const long long ow_low = w >= K ? (w - K) / S + 1 : 0;
-    const long long oh_high = h / S < OH - 1 ? h / S : OH - 1;
-    const long long ow_high = w / S < OW - 1 ? w / S : OW - 1;
+    const idx_t e = i;
+    const idx_t w = e % W;
+    const idx_t h = (e / W) % H;
+    const idx_t plane = e / (W * H);
+    const idx_t oh_low = h >= K ? (h - K) / S + 1 : 0;
+    const idx_t ow_low = w >= K ? (w - K) / S + 1 : 0;
+    const idx_t oh_high = h / S < OH - 1 ? h / S : OH - 1;
+    const idx_t ow_high = w / S < OW - 1 ? w / S : OW - 1;
     T sum = 0;
-    for (long long oh = oh_high; oh >= oh_low; --oh) {
-        for (long long ow = ow_high; ow >= ow_low; --ow) {
-            const long long out = (plane * OH + oh) * OW + ow;
+    for (idx_t oh = oh_high; oh >= oh_low; --oh) {
+        for (idx_t ow = ow_high; ow >= ow_low; --ow) {
+            const idx_t out = (plane * OH + oh) * OW + ow;
             if (argmax[out] == (h - oh * S) * K + (w - ow * S)) sum += dy[out];
         }
     }
@@ -102,12 +106,18 @@ _SGD = """
 """
 
 
+#: Arrays of at least this many elements get kernels with 64-bit index arithmetic;
+#: smaller ones 32-bit, whose divisions cost a fraction as much on the GPU.
+WIDE_INDEX = 2**31
+
+
 @cache
-def _kernel(name: str):
+def _kernel(name: str, wide: bool = False):
     import cupy
 
-    sizes = "int64 C, int64 H, int64 W, int64 KH, int64 KW, int64 OH, int64 OW, int64 N, int64 S, int64 P"
-    pool = "int64 H, int64 W, int64 OH, int64 OW, int64 K, int64 S"
+    index = "int64" if wide else "int32"
+    sizes = ", ".join(f"{index} {n}" for n in ("C", "H", "W", "KH", "KW", "OH", "OW", "N", "S", "P"))
+    pool = ", ".join(f"{index} {n}" for n in ("H", "W", "OH", "OW", "K", "S"))
     specs = {
         "im2col": (f"raw T x_batch_last, {sizes}", "T col", _IM2COL),
         "col2im": (f"raw T col, {sizes}", "T x_batch_last", _COL2IM),
@@ -118,7 +128,9 @@ def _kernel(name: str):
                 "T new_param, T new_velocity", _SGD),
     }
     params, outputs, body = specs[name]
-    return cupy.ElementwiseKernel(params, outputs, body, f"bptdask_{name}")
+    return cupy.ElementwiseKernel(
+        params, outputs, body, f"bptdask_{name}_{index}", preamble=f"typedef {'long long' if wide else 'int'} idx_t;"
+    )
 
 
 def im2col(x, kernel_size: tuple[int, int], stride: int, padding: int):
@@ -136,7 +148,7 @@ def im2col(x, kernel_size: tuple[int, int], stride: int, padding: int):
     ow = (w + 2 * padding - kw) // stride + 1
     col = cupy.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     x_batch_last = cupy.ascontiguousarray(x.transpose(1, 2, 3, 0))
-    _kernel("im2col")(x_batch_last, c, h, w, kh, kw, oh, ow, n, stride, padding, col)
+    _kernel("im2col", col.size >= WIDE_INDEX)(x_batch_last, c, h, w, kh, kw, oh, ow, n, stride, padding, col)
     return col
 
 
@@ -151,7 +163,7 @@ def col2im(col, input_shape: tuple[int, int, int, int], stride: int, padding: in
     c, kh, kw, oh, ow, n = col.shape
     _, _, h, w = input_shape
     x_batch_last = cupy.empty((c, h, w, n), dtype=col.dtype)
-    _kernel("col2im")(cupy.ascontiguousarray(col), c, h, w, kh, kw, oh, ow, n, stride, padding, x_batch_last)
+    _kernel("col2im", col.size >= WIDE_INDEX)(cupy.ascontiguousarray(col), c, h, w, kh, kw, oh, ow, n, stride, padding, x_batch_last)
     return cupy.ascontiguousarray(x_batch_last.transpose(3, 0, 1, 2))
 
 
@@ -163,7 +175,7 @@ def max_pool2d_forward(x, size: int, stride: int):
     oh, ow = (h - size) // stride + 1, (w - size) // stride + 1
     y = cupy.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = cupy.empty((n, c, oh, ow), dtype=cupy.int8 if size * size <= 128 else cupy.int32)
-    _kernel("max_pool_forward")(cupy.ascontiguousarray(x), h, w, oh, ow, size, stride, y, argmax)
+    _kernel("max_pool_forward", x.size >= WIDE_INDEX)(cupy.ascontiguousarray(x), h, w, oh, ow, size, stride, y, argmax)
     return y, argmax
 
 
@@ -174,7 +186,7 @@ def max_pool2d_backward(dy, argmax, input_shape: tuple[int, int, int, int], size
     _, _, h, w = input_shape
     oh, ow = dy.shape[2:]
     dx = cupy.empty(tuple(input_shape), dtype=dy.dtype)
-    _kernel("max_pool_backward")(
+    _kernel("max_pool_backward", dx.size >= WIDE_INDEX)(
         cupy.ascontiguousarray(dy), cupy.ascontiguousarray(argmax), h, w, oh, ow, size, stride, dx
     )
     return dx
