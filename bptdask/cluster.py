@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 
 import numpy as np
@@ -131,7 +132,10 @@ def fit_on_cluster(
     gamma: float = 0.5,
     max_staleness: int | None = None,
     chunks_per_round: int | None = None,
+    balance: str = "power",
     workers: list[str] | None = None,
+    evaluate: Callable[[Params], float] | None = None,
+    target_accuracy: float | None = None,
     call_timeout: float = 300.0,
     timeout: float | None = None,
 ) -> tuple[Params, dict]:
@@ -147,8 +151,15 @@ def fit_on_cluster(
         Global weight update rule (:class:`~bptdask.ps.WeightServer`).
     chunks_per_round : int, optional
         Chunks per IDPA round; default two per worker.
+    balance : {"power", "even"}
+        IDPA, or the equal-split baseline it is measured against.
     workers : list of str, optional
         Worker addresses to use; default all. The coordinator lives on the first.
+    evaluate : callable, optional
+        ``evaluate(params) -> accuracy``, run here on the global weights after every epoch
+        (recorded in the report's ``"evaluations"``).
+    target_accuracy : float, optional
+        End the run once ``evaluate`` reaches it (needs ``evaluate``).
     call_timeout : float
         Seconds any single actor call may take before the worker's task fails.
     timeout : float, optional
@@ -160,8 +171,11 @@ def fit_on_cluster(
         The final global weights.
     report : dict
         The coordinator's report (rounds, per-worker totals, merges) plus ``"worker_loops"``
-        (each worker's summary) and ``"lost_workers"``.
+        (each worker's summary), ``"lost_workers"`` and ``"evaluations"`` (epoch, seconds
+        since the start, version, accuracy).
     """
+    if target_accuracy is not None and evaluate is None:
+        raise ConfigurationError("target_accuracy needs evaluate (a function scoring the weights); pass both")
     addresses = sorted(workers or client.scheduler_info()["workers"])
     if not addresses:
         raise ClusterTrainingError("the cluster has no workers; start some or scale it up")
@@ -173,7 +187,7 @@ def fit_on_cluster(
         TrainingCoordinator, {k: np.asarray(v) for k, v in params.items()},
         chunk_sizes=chunk_sizes, worker_names=addresses, epochs=settings.epochs, seed=settings.seed,
         chunks_per_round=per_round, mode=mode, alpha0=alpha0, gamma=gamma, max_staleness=max_staleness,
-        actor=True, workers=[addresses[0]], pure=False,
+        balance=balance, actor=True, workers=[addresses[0]], pure=False,
     )
     coordinator = placed.result(timeout=call_timeout)
     home = sorted(client.who_has(placed)[placed.key])
@@ -188,16 +202,49 @@ def fit_on_cluster(
         )
         for address in addresses
     }
-    summaries, lost = _watch(client, coordinator, tasks, call_timeout=call_timeout, timeout=timeout)
+    monitor = _EpochMonitor(coordinator, evaluate, target_accuracy, call_timeout)
+    summaries, lost = _watch(client, coordinator, tasks, monitor, call_timeout=call_timeout, timeout=timeout)
+    monitor.check()
     final, _ = coordinator.pull().result(timeout=call_timeout)
     report = coordinator.report().result(timeout=call_timeout)
     report["worker_loops"] = summaries
     report["lost_workers"] = lost
     report["coordinator"] = addresses[0]
+    report["evaluations"] = monitor.records
     return final, report
 
 
-def _watch(client: Client, coordinator, tasks: dict[str, Future], *, call_timeout: float, timeout: float | None):
+class _EpochMonitor:
+    """Scores the global weights after each epoch and ends the run at a target accuracy."""
+
+    def __init__(self, coordinator, evaluate, target_accuracy: float | None, call_timeout: float):
+        self.coordinator, self.evaluate, self.target = coordinator, evaluate, target_accuracy
+        self.call_timeout = call_timeout
+        self.started = time.monotonic()
+        self.epochs_seen = 0
+        self.records: list[dict] = []
+
+    def check(self) -> None:
+        """Evaluate if an epoch finished since the last call (a few ms of actor calls otherwise)."""
+        if self.evaluate is None:
+            return
+        epochs, _, finished = self.coordinator.progress().result(timeout=self.call_timeout)
+        if epochs <= self.epochs_seen:
+            return
+        self.epochs_seen = epochs
+        params, version = self.coordinator.pull().result(timeout=self.call_timeout)
+        accuracy = float(self.evaluate(params))
+        self.records.append(
+            {"epoch": epochs, "seconds": time.monotonic() - self.started, "version": version, "accuracy": accuracy}
+        )
+        if self.target is not None and accuracy >= self.target and not finished:
+            self.coordinator.finish().result(timeout=self.call_timeout)
+
+
+def _watch(
+    client: Client, coordinator, tasks: dict[str, Future], monitor: _EpochMonitor, *,
+    call_timeout: float, timeout: float | None,
+):
     """Wait for every worker task; hand a failed or departed worker's chunks back to the others.
 
     A task pinned to a worker that left the cluster never fails by itself (the scheduler
@@ -212,9 +259,10 @@ def _watch(client: Client, coordinator, tasks: dict[str, Future], *, call_timeou
         if timeout is not None and time.monotonic() - started > timeout:
             raise ClusterTrainingError(f"distributed fit did not finish within {timeout} s; still running: {sorted(pending)}")
         try:
-            wait(list(pending.values()), timeout=1.0, return_when="FIRST_COMPLETED")
+            wait(list(pending.values()), timeout=0.25, return_when="FIRST_COMPLETED")
         except TimeoutError:
             pass
+        monitor.check()
         present = set(client.scheduler_info()["workers"])
         for address, future in list(pending.items()):
             if future.status == "finished":

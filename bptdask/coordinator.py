@@ -67,6 +67,8 @@ class TrainingCoordinator:
         Chunks in one allocation round (increment).
     mode, alpha0, gamma, max_staleness
         The weight server's rule (:class:`~bptdask.ps.WeightServer`).
+    balance : {"power", "even"}
+        IDPA, or the equal-split baseline (:class:`~bptdask.partition.EpochPlan`).
     """
 
     def __init__(
@@ -82,16 +84,18 @@ class TrainingCoordinator:
         alpha0: float = 1.0,
         gamma: float = 0.5,
         max_staleness: int | None = None,
+        balance: str = "power",
     ):
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigurationError(f"epochs must be a positive integer, got {epochs!r}")
         self.server = WeightServer(params, mode=mode, alpha0=alpha0, gamma=gamma, max_staleness=max_staleness)
         self.mode = mode
         self.chunk_sizes = [int(size) for size in chunk_sizes]
-        self.epochs, self.seed, self.chunks_per_round = epochs, seed, chunks_per_round
+        self.epochs, self.seed, self.chunks_per_round, self.balance = epochs, seed, chunks_per_round, balance
         self.estimator = PowerEstimator()
         self.workers: dict[str, WorkerRecord] = {worker: WorkerRecord() for worker in worker_names}
         self.epoch = 0
+        self.epochs_done = 0
         self.plan = self._plan_for(0, self.workers)
         self.synced_round = 0
         self.issued: dict[tuple[str, int, int], Part] = {}
@@ -102,7 +106,7 @@ class TrainingCoordinator:
     def _plan_for(self, epoch: int, workers: Iterable[str]) -> EpochPlan:
         return EpochPlan(
             self.chunk_sizes, sorted(workers), epoch=epoch, seed=self.seed,
-            chunks_per_round=self.chunks_per_round, estimator=self.estimator,
+            chunks_per_round=self.chunks_per_round, estimator=self.estimator, balance=self.balance,
         )
 
     def _global_round(self, local_round: int) -> int:
@@ -161,6 +165,19 @@ class TrainingCoordinator:
             self.synced_round += 1
         return result
 
+    def progress(self) -> tuple[int, int, bool]:
+        """``(epochs completed, version, finished)``, cheap enough to poll."""
+        return self.epochs_done, self.server.version, self.finished
+
+    def finish(self) -> None:
+        """End the run now (a target was reached): every later ``next_part`` says ``finished``.
+
+        Parts already handed out may still be pushed and merged.
+        """
+        if not self.finished:
+            self._record_rounds()
+            self.finished_at = time.time()
+
     # ------------------------------------------------------------ membership
     def add_worker(self, worker: str) -> None:
         """A worker joined: it gets work from the next allocation on."""
@@ -179,11 +196,15 @@ class TrainingCoordinator:
         return len(returned)
 
     # ------------------------------------------------------------ bookkeeping
-    def _close_epoch(self) -> None:
+    def _record_rounds(self) -> None:
         for report in self.plan.round_reports():
             entry = asdict(report)
             entry["epoch"] = self.epoch
             self.round_reports.append(entry)
+
+    def _close_epoch(self) -> None:
+        self._record_rounds()
+        self.epochs_done += 1
         if self.epoch + 1 >= self.epochs:
             self.finished_at = time.time()
             return
@@ -194,7 +215,7 @@ class TrainingCoordinator:
     def report(self) -> dict:
         """Rounds (busy time, makespan, idle fraction), per-worker totals, merges and powers."""
         return {
-            "epochs_done": self.epoch + (1 if self.finished else 0),
+            "epochs_done": self.epochs_done,
             "version": self.server.version,
             "rejected": self.server.rejected,
             "rounds": list(self.round_reports),

@@ -63,6 +63,9 @@ class BPTClassifier:
     chunk_size : int, default 256
         Samples per Zarr chunk when ``fit(X, y)`` writes arrays for a cluster (the unit of
         IDPA's allocation).
+    target_accuracy : float, optional
+        Stop training once the accuracy on ``fit``'s ``validation_data`` reaches this
+        (checked after every epoch); without it, train all ``epochs``.
     device : {"auto", "cpu", "gpu"}, default "auto"
         Train with NumPy (``"cpu"``) or CuPy (``"gpu"``). ``"auto"`` takes CuPy where CuPy
         and a CUDA device are present, else NumPy; on a cluster each worker decides for
@@ -110,6 +113,7 @@ class BPTClassifier:
         staleness_decay: float = 0.5,
         max_staleness: int | None = None,
         chunk_size: int = 256,
+        target_accuracy: float | None = None,
         device: str = "auto",
         n_threads: int | None = None,
         dtype: str = "float32",
@@ -130,6 +134,7 @@ class BPTClassifier:
         self.staleness_decay = staleness_decay
         self.max_staleness = max_staleness
         self.chunk_size = chunk_size
+        self.target_accuracy = target_accuracy
         self.device = device
         self.n_threads = n_threads
         self.dtype = dtype
@@ -173,6 +178,8 @@ class BPTClassifier:
             raise ConfigurationError(f"n_threads must be a positive integer or None, got {self.n_threads!r}")
         if self.update not in ("agwu", "sgwu"):
             raise ConfigurationError(f"update must be 'agwu' or 'sgwu', got {self.update!r}")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise ConfigurationError(f"target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigurationError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         self._optimizer()
@@ -236,6 +243,26 @@ class BPTClassifier:
             if self.lr_schedule == "cosine":
                 optimizer = optimizer.with_lr(cosine_lr(self.lr, epoch, self.epochs))
             self._run_epoch(X, y_encoded, optimizer, validation_data)
+            if self._reached_target():
+                break
+
+    def _reached_target(self) -> bool:
+        accuracy = self.history_[-1].get("val_accuracy") if self.history_ else None
+        return self.target_accuracy is not None and accuracy is not None and accuracy >= self.target_accuracy
+
+    def _validation_scorer(self, validation_data) -> Callable[[dict], float] | None:
+        """``params -> accuracy`` on ``validation_data`` (checked and encoded once), or None."""
+        if validation_data is None:
+            return None
+        X_val = check_images(validation_data[0])
+        y_val = self._encode(check_targets(validation_data[1], len(X_val)))
+
+        def accuracy(params: dict) -> float:
+            on_device = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}
+            proba = local.predict_proba(self.model_, on_device, X_val, prepare=self._prepare)
+            return float((proba.argmax(axis=1) == y_val).mean())
+
+        return accuracy
 
     def _fit_cluster(self, client, dataset: Dataset, validation_data) -> None:
         settings = TrainingSettings(
@@ -247,13 +274,18 @@ class BPTClassifier:
         params, self.report_ = fit_on_cluster(
             client, dataset, self.model_, {k: to_numpy(v) for k, v in self.params_.items()}, settings,
             mode=self.update, alpha0=self.merge_weight, gamma=self.staleness_decay, max_staleness=self.max_staleness,
+            evaluate=self._validation_scorer(validation_data), target_accuracy=self.target_accuracy,
         )
         self.params_ = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}
         self._state = self._optimizer().init_state(self.params_)
-        record = {"epoch": int(self.epochs), "seconds": time.perf_counter() - started, "merges": self.report_["version"]}
-        if validation_data is not None:
-            record["val_accuracy"] = self.score(*validation_data)
-        self.history_.append(record)
+        self.history_ = [
+            {"epoch": e["epoch"], "seconds": e["seconds"], "merges": e["version"], "val_accuracy": e["accuracy"]}
+            for e in self.report_["evaluations"]
+        ] or [{"epoch": self.report_["epochs_done"], "seconds": time.perf_counter() - started,
+               "merges": self.report_["version"]}]
+        if self.verbose:
+            for record in self.history_:
+                print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
 
     def _run_epoch(self, X: np.ndarray, y_encoded: np.ndarray, optimizer: SGD, validation_data) -> None:
         started = time.perf_counter()
@@ -291,6 +323,8 @@ class BPTClassifier:
         run's per-round and per-worker report.
         """
         self._check_settings()
+        if self.target_accuracy is not None and validation_data is None:
+            raise ConfigurationError("target_accuracy needs validation_data=(X_val, y_val) in fit")
         client = self._resolve_client()
         if y is None:
             dataset = X if isinstance(X, Dataset) else open_dataset(X)

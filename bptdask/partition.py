@@ -21,6 +21,8 @@ epoch runs like this:
    its unstarted shares back and re-allocates those chunks, within their rounds, over the
    remaining workers by power; with no worker left they wait for :meth:`EpochPlan.add_worker`.
 
+``EpochPlan(..., balance="even")`` is the baseline: equal shares, no stealing.
+
 Every chunk of an epoch is completed exactly once. A part is named ``(round_index,
 part_index)``, so a weight merge can be keyed by ``(worker, round_index, part_index)``.
 """
@@ -237,6 +239,10 @@ class EpochPlan:
     estimator : PowerEstimator, optional
         Powers carried over from earlier epochs; fed by :meth:`complete`. A fresh one
         (every power unknown, so the first round splits equally) by default.
+    balance : {"power", "even"}
+        ``"power"`` is IDPA. ``"even"`` is the baseline IDPA is measured against: every
+        round split equally whatever the powers, and no stealing, so fast workers wait
+        for slow ones (losses are still re-allocated).
     """
 
     def __init__(
@@ -248,7 +254,10 @@ class EpochPlan:
         seed: int,
         chunks_per_round: int,
         estimator: PowerEstimator | None = None,
+        balance: str = "power",
     ):
+        if balance not in ("power", "even"):
+            raise ConfigurationError(f"balance must be 'power' (IDPA) or 'even', got {balance!r}")
         if isinstance(workers, str):
             raise ConfigurationError(f"workers must be a collection of worker names, got the string {workers!r}")
         self._sizes = [_check_count("chunk size", size, 1) for size in chunk_sizes]
@@ -256,6 +265,7 @@ class EpochPlan:
         order = chunk_order(len(self._sizes), epoch=epoch, seed=seed)
         self._round_chunks = [order[start : start + step] for start in range(0, len(order), step)]
         self.epoch = epoch
+        self.balance = balance
         self.estimator = estimator if estimator is not None else PowerEstimator()
         self._live = set(workers)
         self._lost: set[Worker] = set()
@@ -366,9 +376,15 @@ class EpochPlan:
         self._in_flight[(rnd.index, part.part_index)] = part
         return part
 
+    def _split_powers(self, workers: Iterable[Worker]) -> dict[Worker, float | None]:
+        """Powers to split by: measured ones (IDPA), or all unknown (an equal split)."""
+        if self.balance == "even":
+            return dict.fromkeys(workers)
+        return self.estimator.powers(workers)
+
     def _open_next_round(self) -> _Round:
         chunks = self._round_chunks[len(self._rounds)]
-        allocation = allocate_round(chunks, self.estimator.powers(sorted(self._live)))
+        allocation = allocate_round(chunks, self._split_powers(sorted(self._live)))
         shares = {worker: share for worker, share in allocation.items() if share}
         rnd = _Round(
             index=len(self._rounds),
@@ -381,6 +397,8 @@ class EpochPlan:
         return rnd
 
     def _steal(self, thief: Worker, rounds: list[_Round]) -> Part | None:
+        if self.balance == "even":
+            return None
         for rnd in rounds:
             for victim in sorted(rnd.shares, key=lambda w: (-len(rnd.shares[w]), w)):
                 split = allocate_round(rnd.shares[victim], self.estimator.powers([thief, victim]))
@@ -397,7 +415,7 @@ class EpochPlan:
             return
         for rnd in self._rounds:
             if rnd.pool:
-                allocation = allocate_round(rnd.pool, self.estimator.powers(sorted(self._live)))
+                allocation = allocate_round(rnd.pool, self._split_powers(sorted(self._live)))
                 for worker, share in allocation.items():
                     if share:
                         rnd.shares.setdefault(worker, []).extend(share)

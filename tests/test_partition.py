@@ -119,6 +119,21 @@ def test_fast_worker_pulls_ahead_and_steals_the_slow_workers_share():
     assert second.busy == {"a": 2.0} and second.samples == {"a": 40} and second.idle_fraction == 0.0
 
 
+def test_the_even_baseline_ignores_power_and_never_steals():
+    estimator = PowerEstimator()
+    estimator.report("a", samples=40, seconds=1.0)
+    estimator.report("b", samples=10, seconds=1.0)
+    plan = EpochPlan([10] * 8, ["a", "b"], epoch=0, seed=1, chunks_per_round=4, estimator=estimator, balance="even")
+    first_a, first_b = plan.next_part("a"), plan.next_part("b")
+    assert len(first_a.chunks) == len(first_b.chunks) == 2
+    assert plan.complete(first_a, seconds=0.5)
+    second_a = plan.next_part("a")
+    assert (second_a.round_index, len(second_a.chunks)) == (1, 2)
+    assert plan.complete(second_a, seconds=0.5)
+    assert plan.next_part("a") is None, "b's share of round 1 stays b's"
+    assert len(plan.next_part("b").chunks) == 2
+
+
 def test_a_lost_workers_part_goes_to_the_others_and_its_late_completion_is_ignored():
     plan = EpochPlan([5] * 4, ["a", "b"], epoch=2, seed=0, chunks_per_round=4)
     part_a, part_b = plan.next_part("a"), plan.next_part("b")
@@ -170,6 +185,7 @@ def test_chunks_wait_for_a_worker_when_all_are_lost():
         ({"seed": -1}, "seed must be an integer >= 0, got -1"),
         ({"epoch": 1.5}, "epoch must be an integer >= 0"),
         ({"workers": "tcp://a:1"}, "got the string 'tcp://a:1'"),
+        ({"balance": "fair"}, "balance must be 'power' \\(IDPA\\) or 'even', got 'fair'"),
     ],
 )
 def test_plan_options_are_checked(kwargs, match):

@@ -53,6 +53,17 @@ def test_three_workers_train_lenet5_to_in_process_accuracy(client, mnist, update
         assert all(merge["staleness"] == 0 for merge in clf.report_["merges"])
 
 
+def test_the_global_weights_are_scored_each_epoch_and_training_stops_at_the_target(client, mnist):
+    (X, y), (X_test, y_test), _ = mnist
+    clf = BPTClassifier("lenet5", epochs=8, client=client, chunk_size=128, random_state=0, target_accuracy=0.9)
+    clf.fit(X, y, validation_data=(X_test, y_test))
+    accuracies = [record["val_accuracy"] for record in clf.history_]
+    assert [record["epoch"] for record in clf.history_] == list(range(1, len(accuracies) + 1))
+    assert accuracies[-1] >= 0.9 and all(a < 0.9 for a in accuracies[:-1]), accuracies
+    assert clf.report_["epochs_done"] == len(accuracies) < 8
+    assert clf.score(X_test, y_test) >= 0.85
+
+
 def test_idpa_gives_the_faster_worker_the_larger_share(client, mnist):
     _, _, dataset = mnist
     workers = sorted(client.scheduler_info()["workers"])
