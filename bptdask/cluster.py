@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import numpy as np
-from distributed import Client, Future, get_worker, wait
+from distributed import Client, Future, LocalCluster, get_worker, wait
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from bptdask._typing import Params
@@ -24,6 +25,7 @@ from bptdask.backend import get_namespace
 from bptdask.coordinator import TrainingCoordinator
 from bptdask.data import Dataset
 from bptdask.errors import BptDaskError, ConfigurationError
+from bptdask.inner.runner import available_cores
 from bptdask.loop import PartTrainer, TrainingSettings, run_worker
 from bptdask.model import Sequential
 
@@ -61,6 +63,43 @@ class SimulatedSlowdown(WorkerPlugin):
 def simulate_slowdown(client: Client, factors: dict[str, float]) -> None:
     """Register :class:`SimulatedSlowdown` on the cluster (replacing an earlier one)."""
     client.register_plugin(SimulatedSlowdown(factors), name=SLOWDOWN_PLUGIN)
+
+
+@contextmanager
+def connect(
+    scheduler: str | None = None, *, n_workers: int | None = None, threads_per_worker: int = 1, **cluster_options
+) -> Iterator[Client]:
+    """A client of the cluster at ``scheduler``, or of a new ``LocalCluster`` on loopback.
+
+    The local cluster (the embedded default) runs ``n_workers`` Nanny processes of
+    ``threads_per_worker`` threads (default: as many workers as fit the cores available to
+    this process), binds 127.0.0.1 only and has no dashboard unless
+    ``dashboard_address`` is passed; it is closed on exit. A cluster found at
+    ``scheduler`` is left running.
+    """
+    if threads_per_worker < 1 or (n_workers is not None and n_workers < 1):
+        raise ConfigurationError(
+            f"need at least one worker of at least one thread, got n_workers={n_workers!r}, "
+            f"threads_per_worker={threads_per_worker!r}"
+        )
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    workers = n_workers or max(1, available_cores() // threads_per_worker)
+    options = {"processes": True, "host": "127.0.0.1", "dashboard_address": None, **cluster_options}
+    with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, **options) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def worker_addresses(client: Client) -> list[str]:
+    """The addresses of the cluster's workers now, sorted, asked of the scheduler.
+
+    ``client.scheduler_info()`` can return a copy that the client's periodic refresh,
+    which asks for no workers, has just replaced: a membership check must not use it.
+    """
+    return sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
 
 
 def current_client() -> Client | None:
@@ -156,8 +195,8 @@ def fit_on_cluster(
     workers : list of str, optional
         Worker addresses to use; default all. The coordinator lives on the first.
     evaluate : callable, optional
-        ``evaluate(params) -> accuracy``, run here on the global weights after every epoch
-        (recorded in the report's ``"evaluations"``).
+        ``evaluate(params) -> accuracy``, run here on the global weights as they were at
+        the end of every epoch (recorded in the report's ``"evaluations"``).
     target_accuracy : float, optional
         End the run once ``evaluate`` reaches it (needs ``evaluate``).
     call_timeout : float
@@ -172,11 +211,11 @@ def fit_on_cluster(
     report : dict
         The coordinator's report (rounds, per-worker totals, merges) plus ``"worker_loops"``
         (each worker's summary), ``"lost_workers"`` and ``"evaluations"`` (epoch, seconds
-        since the start, version, accuracy).
+        since the coordinator started, version, accuracy).
     """
     if target_accuracy is not None and evaluate is None:
         raise ConfigurationError("target_accuracy needs evaluate (a function scoring the weights); pass both")
-    addresses = sorted(workers or client.scheduler_info()["workers"])
+    addresses = sorted(workers or worker_addresses(client))
     if not addresses:
         raise ClusterTrainingError("the cluster has no workers; start some or scale it up")
     chunk_sizes = [int(n) for n in dataset.chunk_sizes("train")]
@@ -187,7 +226,7 @@ def fit_on_cluster(
         TrainingCoordinator, {k: np.asarray(v) for k, v in params.items()},
         chunk_sizes=chunk_sizes, worker_names=addresses, epochs=settings.epochs, seed=settings.seed,
         chunks_per_round=per_round, mode=mode, alpha0=alpha0, gamma=gamma, max_staleness=max_staleness,
-        balance=balance, actor=True, workers=[addresses[0]], pure=False,
+        balance=balance, keep_epoch_weights=evaluate is not None, actor=True, workers=[addresses[0]], pure=False,
     )
     coordinator = placed.result(timeout=call_timeout)
     home = sorted(client.who_has(placed)[placed.key])
@@ -215,30 +254,29 @@ def fit_on_cluster(
 
 
 class _EpochMonitor:
-    """Scores the global weights after each epoch and ends the run at a target accuracy."""
+    """Scores the global weights of every epoch and ends the run at a target accuracy.
+
+    Workers keep training while an epoch is scored, so the run ends up to about one
+    epoch after the one that reached the target; that epoch is scored too.
+    """
 
     def __init__(self, coordinator, evaluate, target_accuracy: float | None, call_timeout: float):
         self.coordinator, self.evaluate, self.target = coordinator, evaluate, target_accuracy
         self.call_timeout = call_timeout
-        self.started = time.monotonic()
-        self.epochs_seen = 0
         self.records: list[dict] = []
+        self.reached = False
 
     def check(self) -> None:
-        """Evaluate if an epoch finished since the last call (a few ms of actor calls otherwise)."""
+        """Score the epochs that ended since the last call (one short actor call otherwise)."""
         if self.evaluate is None:
             return
-        epochs, _, finished = self.coordinator.progress().result(timeout=self.call_timeout)
-        if epochs <= self.epochs_seen:
-            return
-        self.epochs_seen = epochs
-        params, version = self.coordinator.pull().result(timeout=self.call_timeout)
-        accuracy = float(self.evaluate(params))
-        self.records.append(
-            {"epoch": epochs, "seconds": time.monotonic() - self.started, "version": version, "accuracy": accuracy}
-        )
-        if self.target is not None and accuracy >= self.target and not finished:
-            self.coordinator.finish().result(timeout=self.call_timeout)
+        for kept in self.coordinator.take_epoch_weights().result(timeout=self.call_timeout):
+            record = {key: kept[key] for key in ("epoch", "seconds", "version")}
+            record["accuracy"] = float(self.evaluate(kept["params"]))
+            self.records.append(record)
+            if self.target is not None and record["accuracy"] >= self.target and not self.reached:
+                self.reached = True
+                self.coordinator.finish().result(timeout=self.call_timeout)
 
 
 def _watch(
@@ -263,7 +301,7 @@ def _watch(
         except TimeoutError:
             pass
         monitor.check()
-        present = set(client.scheduler_info()["workers"])
+        present = set(worker_addresses(client))
         for address, future in list(pending.items()):
             if future.status == "finished":
                 summaries[address] = future.result()

@@ -69,6 +69,9 @@ class TrainingCoordinator:
         The weight server's rule (:class:`~bptdask.ps.WeightServer`).
     balance : {"power", "even"}
         IDPA, or the equal-split baseline (:class:`~bptdask.partition.EpochPlan`).
+    keep_epoch_weights : bool
+        Keep a copy of ``W`` at the end of every epoch until :meth:`take_epoch_weights`
+        collects it, so that each epoch can be scored however fast epochs pass.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class TrainingCoordinator:
         gamma: float = 0.5,
         max_staleness: int | None = None,
         balance: str = "power",
+        keep_epoch_weights: bool = False,
     ):
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigurationError(f"epochs must be a positive integer, got {epochs!r}")
@@ -102,6 +106,8 @@ class TrainingCoordinator:
         self.round_reports: list[dict] = []
         self.started = time.time()
         self.finished_at: float | None = None
+        self.keep_epoch_weights = keep_epoch_weights
+        self._epoch_weights: list[dict] = []
 
     def _plan_for(self, epoch: int, workers: Iterable[str]) -> EpochPlan:
         return EpochPlan(
@@ -169,6 +175,14 @@ class TrainingCoordinator:
         """``(epochs completed, version, finished)``, cheap enough to poll."""
         return self.epochs_done, self.server.version, self.finished
 
+    def take_epoch_weights(self) -> list[dict]:
+        """The kept end-of-epoch weights not collected yet, oldest first; forgets them.
+
+        Each is ``{"epoch": epochs completed, "version", "seconds": since the start, "params"}``.
+        """
+        taken, self._epoch_weights = self._epoch_weights, []
+        return taken
+
     def finish(self) -> None:
         """End the run now (a target was reached): every later ``next_part`` says ``finished``.
 
@@ -205,6 +219,11 @@ class TrainingCoordinator:
     def _close_epoch(self) -> None:
         self._record_rounds()
         self.epochs_done += 1
+        if self.keep_epoch_weights:
+            params, version = self.server.pull()
+            self._epoch_weights.append(
+                {"epoch": self.epochs_done, "version": version, "seconds": time.time() - self.started, "params": params}
+            )
         if self.epoch + 1 >= self.epochs:
             self.finished_at = time.time()
             return

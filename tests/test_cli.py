@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 
 import pytest
 
+import bptdask
+from bptdask import datasets
 from bptdask.cli import main
 
 
-def test_train_then_evaluate(tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["0", "2"], ids=["in-process", "local-cluster"])
+def test_train_then_evaluate(tmp_path, capsys, workers):
     model = tmp_path / "digits.npz"
-    args = ["train", "--dataset", "digits", "--padding", "2", "--epochs", "2", "--test-size", "397", "--quiet"]
+    args = ["train", "--dataset", "digits", "--padding", "2", "--epochs", "2", "--test-size", "397", "--quiet",
+            "--workers", workers]
     assert main([*args, "--output", str(model)]) == 0
     trained = capsys.readouterr().out
     assert "test accuracy: " in trained and model.exists()
     assert main(["evaluate", str(model), "--dataset", "digits", "--test-size", "397"]) == 0
     evaluated = capsys.readouterr().out
     assert trained.splitlines()[0] == evaluated.splitlines()[0]
+
+
+def test_train_on_a_zarr_dataset_writes_the_run_report(tmp_path, capsys):
+    bptdask.ingest(*datasets.digits(random_state=0), tmp_path / "digits.zarr", chunk_size=100, test_size=0.2)
+    report = tmp_path / "run.json"
+    args = ["train", str(tmp_path / "digits.zarr"), "--padding", "2", "--epochs", "3", "--workers", "2", "--update", "sgwu",
+            "--report", str(report), "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    accuracy = float(re.search(r"test accuracy: ([0-9.]+) \((\d+) images\)", out).group(1))
+    assert accuracy > 0.8, out
+    assert "3 epochs in" in out and "IDPA rounds" in out
+    saved = json.loads(report.read_text())
+    assert saved["epochs_done"] == 3 and len(saved["worker_loops"]) == 2
+    assert [e["epoch"] for e in saved["evaluations"]] == [1, 2, 3]
+    assert all(merge["staleness"] == 0 for merge in saved["merges"])
 
 
 def test_errors_exit_2_with_a_message(tmp_path, capsys):
@@ -28,6 +50,10 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "not a bptdask model file" in capsys.readouterr().err
     assert main(["train", "--architecture", "vgg_small", "--padding", "2"]) == 2
     assert "--padding applies to lenet5 only" in capsys.readouterr().err
+    assert main(["train", "--workers", "-1"]) == 2
+    assert "--workers must be >= 0, got -1" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.zarr")]) == 2
+    assert "missing.zarr" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(shutil.which("bptdask") is None, reason="console script not installed")

@@ -71,7 +71,7 @@ def run_threads(model, coordinator, data, workers, settings):
 
 @pytest.mark.parametrize("mode", ["agwu", "sgwu"])
 def test_two_workers_train_every_chunk_once_per_epoch(digits_part, mode):
-    model, coordinator = start(mode)
+    model, coordinator = start(mode, keep_epoch_weights=True)
     summaries = run_threads(model, coordinator, digits_part, ["a", "b"], TrainingSettings(epochs=2, batch_size=16))
     report = coordinator.report()
     assert sum(s.samples for s in summaries.values()) == 2 * 400
@@ -84,8 +84,12 @@ def test_two_workers_train_every_chunk_once_per_epoch(digits_part, mode):
     else:
         assert report["version"] == len(report["rounds"]), "SGWU merges once per round"
         assert all(merge["staleness"] == 0 for merge in report["merges"])
-    params, _ = coordinator.pull()
+    params, version = coordinator.pull()
     assert all(np.isfinite(value).all() for value in params.values())
+    kept = coordinator.take_epoch_weights()
+    assert [k["epoch"] for k in kept] == [1, 2] and kept[-1]["version"] == version
+    assert all(np.array_equal(kept[-1]["params"][name], params[name]) for name in params)
+    assert coordinator.take_epoch_weights() == []
 
 
 def test_finish_ends_the_run_for_every_worker():

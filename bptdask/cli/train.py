@@ -1,32 +1,52 @@
-"""``bptdask train`` and ``bptdask evaluate``: train on a packaged dataset, score a saved model."""
+"""``bptdask train`` and ``bptdask evaluate``: train on a Dask cluster (or in-process), score a saved model.
+
+``bptdask train`` trains on a bptdask Zarr dataset (``DATA``, its training split; its test
+split scores the model) or on a packaged dataset (``--dataset``). With no ``--scheduler``
+it starts a ``LocalCluster`` of ``--workers`` processes on loopback (the embedded
+default) and closes it afterwards; ``--workers 0`` trains in this process without Dask.
+"""
 
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from functools import partial
 
+import numpy as np
+
 from bptdask import datasets
+from bptdask.cluster import connect
+from bptdask.data import open_dataset
 from bptdask.estimator import BPTClassifier
 from bptdask.errors import ConfigurationError
 from bptdask.models import ARCHITECTURES, lenet5
+from bptdask.report import format_report, save_report
 
 
 def add_parser(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train a CNN in this process and report test accuracy")
-    train.add_argument("--dataset", choices=sorted(datasets.LOADERS), default="mnist-sample")
+    train = subparsers.add_parser("train", help="train a CNN on a Dask cluster and report test accuracy")
+    train.add_argument("data", nargs="?", help="a bptdask Zarr dataset (path or URL); default: --dataset")
+    train.add_argument("--dataset", choices=sorted(datasets.LOADERS), default="mnist-sample",
+                       help="packaged dataset used when DATA is not given")
     train.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="lenet5")
     train.add_argument("--padding", type=int, default=None, help="LeNet-5 convolution padding (2 for 8×8 digits)")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--lr", type=float, default=0.05)
     train.add_argument("--train-size", type=int, default=None, help="samples to train on (default: all but the test set)")
-    train.add_argument("--test-size", type=int, default=1000)
+    train.add_argument("--test-size", type=int, default=1000, help="test images split off a packaged dataset")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--update", choices=("agwu", "sgwu"), default="agwu",
+                       help="merge each worker's update on arrival (agwu) or average each round (sgwu)")
+    train.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
+    train.add_argument("--workers", type=int, default=None,
+                       help="local cluster size (default: the cores over --threads-per-worker); 0 trains in this process")
+    train.add_argument("--threads-per-worker", "--threads", dest="threads", type=int, default=None,
+                       help="threads of each worker's training step (default: 1 per local worker; in-process: all cores)")
     train.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                        help="NumPy or CuPy; auto takes the GPU where CuPy sees one")
-    train.add_argument("--threads", type=int, default=None,
-                       help="threads per training step (default: all cores available to the process)")
     train.add_argument("--output", help="save the trained model to this .npz file")
+    train.add_argument("--report", help="write the cluster run's per-round report to this JSON file")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     train.set_defaults(func=run_train)
 
@@ -46,17 +66,41 @@ def _architecture(args: argparse.Namespace):
     return partial(lenet5, padding=args.padding)
 
 
+def _training_data(args: argparse.Namespace):
+    """``(what fit takes, (X_test, y_test) or None)`` for DATA or the packaged dataset."""
+    if args.data is None:
+        images, labels = datasets.load(args.dataset, random_state=args.seed)
+        train, test = datasets.split(images, labels, test_size=args.test_size, train_size=args.train_size)
+        return train, test
+    dataset = open_dataset(args.data)
+    test = None
+    if dataset.chunk_sizes("test").sum():
+        X_test, y_test = dataset.read(0, dataset.num_chunks, subset="test")
+        test = (X_test, np.asarray(dataset.classes)[y_test])
+    return (dataset, None), test
+
+
 def run_train(args: argparse.Namespace) -> int:
-    images, labels = datasets.load(args.dataset, random_state=args.seed)
-    (X_train, y_train), (X_test, y_test) = datasets.split(
-        images, labels, test_size=args.test_size, train_size=args.train_size
+    if args.workers is not None and args.workers < 0:
+        raise ConfigurationError(f"--workers must be >= 0, got {args.workers}")
+    in_process = args.workers == 0 and args.scheduler is None
+    (X, y), test = _training_data(args)
+    where = nullcontext(None) if in_process else connect(
+        args.scheduler, n_workers=args.workers, threads_per_worker=args.threads or 1
     )
-    classifier = BPTClassifier(
-        _architecture(args), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        device=args.device, n_threads=args.threads, random_state=args.seed, verbose=not args.quiet,
-    )
-    classifier.fit(X_train, y_train, validation_data=(X_test, y_test))
-    print(f"test accuracy: {classifier.score(X_test, y_test):.4f} ({len(y_test)} images)")
+    with where as client:
+        classifier = BPTClassifier(
+            _architecture(args), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, update=args.update,
+            client=client, device=args.device, n_threads=args.threads if in_process else None,
+            random_state=args.seed, verbose=not args.quiet,
+        )
+        classifier.fit(X, y, validation_data=test)
+    if test is not None:
+        print(f"test accuracy: {classifier.score(*test):.4f} ({len(test[1])} images)")
+    if classifier.report_ is not None:
+        print(format_report(classifier.report_))
+        if args.report:
+            print(f"wrote the run report to {save_report(classifier.report_, args.report)}")
     if args.output:
         classifier.save(args.output)
         print(f"saved model to {args.output}")
