@@ -100,6 +100,7 @@ class TrainingCoordinator:
         self.workers: dict[str, WorkerRecord] = {worker: WorkerRecord() for worker in worker_names}
         self.epoch = 0
         self.epochs_done = 0
+        self.epoch_ends: list[float] = []
         self.plan = self._plan_for(0, self.workers)
         self.synced_round = 0
         self.issued: dict[tuple[str, int, int], Part] = {}
@@ -219,10 +220,11 @@ class TrainingCoordinator:
     def _close_epoch(self) -> None:
         self._record_rounds()
         self.epochs_done += 1
+        self.epoch_ends.append(time.time() - self.started)
         if self.keep_epoch_weights:
             params, version = self.server.pull()
             self._epoch_weights.append(
-                {"epoch": self.epochs_done, "version": version, "seconds": time.time() - self.started, "params": params}
+                {"epoch": self.epochs_done, "version": version, "seconds": self.epoch_ends[-1], "params": params}
             )
         if self.epoch + 1 >= self.epochs:
             self.finished_at = time.time()
@@ -232,9 +234,13 @@ class TrainingCoordinator:
         self.synced_round = 0
 
     def report(self) -> dict:
-        """Rounds (busy time, makespan, idle fraction), per-worker totals, merges and powers."""
+        """Rounds (busy time, makespan, idle fraction), per-worker totals, merges and powers.
+
+        ``epoch_ends`` and ``seconds`` count from the coordinator's start.
+        """
         return {
             "epochs_done": self.epochs_done,
+            "epoch_ends": list(self.epoch_ends),
             "version": self.server.version,
             "rejected": self.server.rejected,
             "rounds": list(self.round_reports),

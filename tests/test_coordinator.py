@@ -77,6 +77,7 @@ def test_two_workers_train_every_chunk_once_per_epoch(digits_part, mode):
     assert sum(s.samples for s in summaries.values()) == 2 * 400
     assert sum(w["samples"] for w in report["workers"].values()) == 2 * 400
     assert report["epochs_done"] == 2 and coordinator.progress() == (2, report["version"], True)
+    assert len(report["epoch_ends"]) == 2 and 0 < report["epoch_ends"][0] <= report["epoch_ends"][1]
     assert sorted({r["epoch"] for r in report["rounds"]}) == [0, 1]
     assert len(report["rounds"]) == 2 * 3  # 10 chunks in rounds of 4, 4 and 2
     if mode == "agwu":
