@@ -7,8 +7,11 @@ and :meth:`~TrainingCoordinator.push`. It is a plain class, tested without a clu
 ``cluster`` room runs it as a Dask actor, whose sync methods execute one at a time.
 
 Rounds are numbered across epochs (``epoch * rounds_per_epoch + round``) so that every
-merge key ``(worker, round, part)`` is unique for the whole run. In SGWU mode no worker
-gets a part of round ``r + 1`` before round ``r`` has been merged.
+merge key ``(worker, round, part)`` is unique for the whole run. In AGWU mode a worker
+with nothing left to take in the current epoch starts on the next one while the last
+parts of the current epoch are still being trained (at most two epochs are open), so an
+epoch's tail idles nobody; an epoch closes, in order, when all its chunks are merged. In
+SGWU mode no worker gets a part of round ``r + 1`` before round ``r`` has been merged.
 """
 
 from __future__ import annotations
@@ -98,12 +101,11 @@ class TrainingCoordinator:
         self.epochs, self.seed, self.chunks_per_round, self.balance = epochs, seed, chunks_per_round, balance
         self.estimator = PowerEstimator()
         self.workers: dict[str, WorkerRecord] = {worker: WorkerRecord() for worker in worker_names}
-        self.epoch = 0
         self.epochs_done = 0
         self.epoch_ends: list[float] = []
-        self.plan = self._plan_for(0, self.workers)
+        self.plans: list[EpochPlan] = [self._plan_for(0, self.workers)]
         self.synced_round = 0
-        self.issued: dict[tuple[str, int, int], Part] = {}
+        self.issued: dict[tuple[str, int, int], tuple[EpochPlan, Part]] = {}
         self.round_reports: list[dict] = []
         self.started = time.time()
         self.finished_at: float | None = None
@@ -116,8 +118,10 @@ class TrainingCoordinator:
             chunks_per_round=self.chunks_per_round, estimator=self.estimator, balance=self.balance,
         )
 
-    def _global_round(self, local_round: int) -> int:
-        return self.epoch * self.plan.n_rounds + local_round
+    @staticmethod
+    def _key(plan: EpochPlan, part: Part) -> tuple[str, int, int]:
+        """``(worker, round numbered across epochs, part)``: unique for the whole run."""
+        return part.worker, plan.epoch * plan.n_rounds + part.round_index, part.part_index
 
     @property
     def finished(self) -> bool:
@@ -125,23 +129,34 @@ class TrainingCoordinator:
 
     # ------------------------------------------------------------ worker calls
     def next_part(self, worker: str) -> Assignment:
-        """The next part for ``worker`` (work pulling), or ``wait`` / ``finished``."""
+        """The next part for ``worker`` (work pulling), or ``wait`` / ``finished``.
+
+        In AGWU mode a worker with nothing left in the open epoch starts on the next
+        one (at most two epochs are open at once), so nobody idles at an epoch's tail.
+        In SGWU mode every worker stays inside the round being synchronised.
+        """
         if self.finished:
             return Assignment("finished")
         if worker not in self.workers:
             self.add_worker(worker)
-        through = self.synced_round if self.mode == "sgwu" else None
-        part = self.plan.next_part(worker, through_round=through)
-        if part is None and self.plan.done:
-            self._close_epoch()
-            if self.finished:
-                return Assignment("finished")
-            part = self.plan.next_part(worker, through_round=self.synced_round if self.mode == "sgwu" else None)
-        if part is None:
+        if self.mode == "sgwu":
+            found = self._next_in(self.plans[0], worker, through_round=self.synced_round)
+        else:
+            found = next((f for plan in self.plans if (f := self._next_in(plan, worker)) is not None), None)
+            if found is None and len(self.plans) == 1 and self.plans[0].epoch + 1 < self.epochs:
+                self.plans.append(self._plan_for(self.plans[0].epoch + 1, self.plans[0].workers))
+                found = self._next_in(self.plans[1], worker)
+        if found is None:
             return Assignment("wait")
-        key = (worker, self._global_round(part.round_index), part.part_index)
-        self.issued[key] = part
-        return Assignment("train", self.epoch, key[1], part.part_index, part.chunks)
+        plan, part = found
+        key = self._key(plan, part)
+        self.issued[key] = (plan, part)
+        return Assignment("train", plan.epoch, key[1], part.part_index, part.chunks)
+
+    @staticmethod
+    def _next_in(plan: EpochPlan, worker: str, through_round: int | None = None):
+        part = plan.next_part(worker, through_round=through_round)
+        return None if part is None else (plan, part)
 
     def pull(self) -> tuple[Params, int]:
         """``(copy of W, version)``."""
@@ -152,9 +167,9 @@ class TrainingCoordinator:
     ) -> PushResult:
         """Offer the update of an issued part; see :meth:`WeightServer.push`."""
         key = (worker, int(round_index), int(part_index))
-        part = self.issued.get(key)
-        if part is None:
+        if key not in self.issued:
             raise ConfigurationError(f"no part {key} was handed out; ask next_part for work first")
+        plan, part = self.issued[key]
         result = self.server.push(
             worker, key[1], key[2], delta, base_version=base_version, n_samples=part.samples,
             round_samples=part.round_samples, n_workers=part.n_workers, seconds=seconds,
@@ -163,13 +178,15 @@ class TrainingCoordinator:
         if not result.accepted:
             record.rejected += 1
             return result
-        if self.issued.pop(key, None) is not None and self.plan.complete(part, seconds=max(seconds, 1e-9)):
+        del self.issued[key]
+        if plan.complete(part, seconds=max(seconds, 1e-9)):
             record.parts += 1
             record.samples += part.samples
             record.busy_seconds += seconds
             record.staleness.append(result.staleness)
         if self.mode == "sgwu" and result.status == "merged":
             self.synced_round += 1
+        self._close_finished_epochs()
         return result
 
     def progress(self) -> tuple[int, int, bool]:
@@ -190,48 +207,55 @@ class TrainingCoordinator:
         Parts already handed out may still be pushed and merged.
         """
         if not self.finished:
-            self._record_rounds()
+            for plan in self.plans:
+                self._record_rounds(plan)
             self.finished_at = time.time()
 
     # ------------------------------------------------------------ membership
     def add_worker(self, worker: str) -> None:
         """A worker joined: it gets work from the next allocation on."""
         self.workers.setdefault(worker, WorkerRecord())
-        if worker not in self.plan.workers:
-            self.plan.add_worker(worker)
+        for plan in self.plans:
+            if worker not in plan.workers:
+                plan.add_worker(worker)
 
     def lose_worker(self, worker: str) -> int:
         """A worker is gone: its unfinished chunks go back to the others. Returns how many parts."""
-        for part in self.plan.in_flight(worker):
-            key = (worker, self._global_round(part.round_index), part.part_index)
-            if self.server.push_result(*key) is not None:
-                self.plan.complete(part, seconds=1e-9)
-            self.issued.pop(key, None)
-        returned = self.plan.lose_worker(worker)
-        return len(returned)
+        returned = 0
+        for plan in self.plans:
+            for part in plan.in_flight(worker):
+                key = self._key(plan, part)
+                if self.server.push_result(*key) is not None:
+                    plan.complete(part, seconds=1e-9)
+                self.issued.pop(key, None)
+            returned += len(plan.lose_worker(worker))
+        self._close_finished_epochs()
+        return returned
 
     # ------------------------------------------------------------ bookkeeping
-    def _record_rounds(self) -> None:
-        for report in self.plan.round_reports():
+    def _record_rounds(self, plan: EpochPlan) -> None:
+        for report in plan.round_reports():
             entry = asdict(report)
-            entry["epoch"] = self.epoch
+            entry["epoch"] = plan.epoch
             self.round_reports.append(entry)
 
-    def _close_epoch(self) -> None:
-        self._record_rounds()
-        self.epochs_done += 1
-        self.epoch_ends.append(time.time() - self.started)
-        if self.keep_epoch_weights:
-            params, version = self.server.pull()
-            self._epoch_weights.append(
-                {"epoch": self.epochs_done, "version": version, "seconds": self.epoch_ends[-1], "params": params}
-            )
-        if self.epoch + 1 >= self.epochs:
-            self.finished_at = time.time()
-            return
-        self.epoch += 1
-        self.plan = self._plan_for(self.epoch, self.plan.workers)
-        self.synced_round = 0
+    def _close_finished_epochs(self) -> None:
+        """Close the oldest open epochs whose chunks are all trained; finish after the last."""
+        while self.plans and self.plans[0].done and not self.finished:
+            plan = self.plans.pop(0)
+            self._record_rounds(plan)
+            self.epochs_done += 1
+            self.epoch_ends.append(time.time() - self.started)
+            if self.keep_epoch_weights:
+                params, version = self.server.pull()
+                self._epoch_weights.append(
+                    {"epoch": self.epochs_done, "version": version, "seconds": self.epoch_ends[-1], "params": params}
+                )
+            if self.epochs_done >= self.epochs:
+                self.finished_at = time.time()
+            elif not self.plans:
+                self.plans.append(self._plan_for(plan.epoch + 1, plan.workers))
+                self.synced_round = 0
 
     def report(self) -> dict:
         """Rounds (busy time, makespan, idle fraction), per-worker totals, merges and powers.

@@ -127,3 +127,39 @@ def test_the_even_baseline_splits_equally_whatever_the_speeds():
         coordinator.push(worker, part.round_index, part.part_index, delta, base_version=0, seconds=seconds)
     second = [coordinator.next_part(w) for w in ("a", "b")]
     assert len(second[0].chunks) == len(second[1].chunks) == 2
+
+
+def _push(coordinator, worker, assignment, seconds=0.1):
+    params, version = coordinator.pull()
+    delta = {name: np.zeros_like(value) for name, value in params.items()}
+    return coordinator.push(
+        worker, assignment.round_index, assignment.part_index, delta, base_version=version, seconds=seconds
+    )
+
+
+def test_in_agwu_a_free_worker_starts_the_next_epoch_while_the_last_part_trains():
+    _, coordinator = start(epochs=2)
+    held = coordinator.next_part("b")
+    while (assignment := coordinator.next_part("a")).epoch == 0:
+        assert _push(coordinator, "a", assignment).accepted
+    assert assignment.status == "train" and assignment.epoch == 1
+    assert coordinator.progress()[0] == 0, "epoch 0 waits for b's part"
+    assert _push(coordinator, "b", held).accepted
+    assert coordinator.progress()[0] == 1
+    assert _push(coordinator, "a", assignment).accepted
+    while not coordinator.finished:
+        for worker in ("a", "b"):
+            if (assignment := coordinator.next_part(worker)).status == "train":
+                assert _push(coordinator, worker, assignment).accepted
+    assert coordinator.progress()[0] == 2 and coordinator.next_part("b").status == "finished"
+    report = coordinator.report()
+    assert sum(w["samples"] for w in report["workers"].values()) == 2 * 400
+
+
+def test_in_sgwu_nobody_runs_ahead_of_the_round():
+    _, coordinator = start("sgwu", epochs=2)
+    first_a, first_b = coordinator.next_part("a"), coordinator.next_part("b")
+    assert _push(coordinator, "a", first_a).status == "pending"
+    assert coordinator.next_part("a").status == "wait"
+    assert _push(coordinator, "b", first_b).status == "merged"
+    assert coordinator.next_part("a").round_index == 1
