@@ -6,19 +6,10 @@ import importlib
 
 import pytest
 
+from bptdask.backend import gpu_available
 from bptdask.testing import tolerance
 
-
-def _cuda_available() -> bool:
-    """True when CuPy imports and sees at least one CUDA device."""
-    try:
-        cupy = importlib.import_module("cupy")
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-_CUDA = _cuda_available()
+_CUDA = gpu_available()
 
 BACKENDS = [
     pytest.param("numpy", id="numpy"),
