@@ -1,13 +1,12 @@
 """``BPTClassifier``: a scikit-learn style estimator over bptdask's training paths.
 
 ``__init__`` only stores its arguments; ``fit`` validates and returns ``self``; learned
-attributes end in ``_``. ``get_params``/``set_params`` make ``sklearn.base.clone`` work
-without scikit-learn being a dependency.
+attributes end in ``_``. ``get_params``/``set_params`` (:mod:`bptdask.params`) make
+``sklearn.base.clone`` work without scikit-learn being a dependency.
 """
 
 from __future__ import annotations
 
-import inspect
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,10 +22,11 @@ from bptdask.cluster import current_client, fit_on_cluster
 from bptdask.data import Dataset, ingest, open_dataset
 from bptdask.errors import ConfigurationError, DataError, NotFittedError
 from bptdask.inner.runner import available_cores
-from bptdask.model import Sequential
 from bptdask.loop import TrainingSettings
+from bptdask.model import Sequential
 from bptdask.models import build
 from bptdask.optim import SGD, cosine_lr
+from bptdask.params import ParamsMixin
 from bptdask.preprocess import channel_stats, check_images, check_targets, normalize
 from bptdask.serialize import load_model, save_model
 
@@ -35,7 +35,7 @@ def _is_dask_array(X) -> bool:
     return type(X).__module__.split(".")[0] == "dask"
 
 
-class BPTClassifier:
+class BPTClassifier(ParamsMixin):
     """A CNN image classifier trained with bptdask.
 
     Parameters
@@ -92,8 +92,11 @@ class BPTClassifier:
         After a cluster fit: the coordinator's report (IDPA rounds with busy time, makespan
         and idle fraction; per-worker samples, busy time, power, staleness; every merge).
     history_ : list of dict
-        One entry per epoch in-process (one for the whole run on a cluster): ``epoch``, ``lr``, ``loss``, ``seconds``, ``images_per_second`` and,
-        with ``validation_data``, ``val_accuracy``.
+        One entry per epoch. In-process: ``epoch``, ``lr``, ``loss``, ``seconds``,
+        ``images_per_second`` and, with ``validation_data``, ``val_accuracy``. On a
+        cluster: ``epoch``, ``seconds`` (since the start), ``merges`` and ``val_accuracy``
+        of the global weights at the end of each epoch (with ``validation_data``; else one
+        entry for the whole run).
     """
 
     def __init__(
@@ -140,30 +143,6 @@ class BPTClassifier:
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
-
-    # ------------------------------------------------------------ sklearn protocol
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [name for name in signature.parameters if name != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor arguments by name (scikit-learn protocol)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params) -> BPTClassifier:
-        """Set constructor arguments by name (scikit-learn protocol); returns self."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ConfigurationError(f"invalid parameter {name!r} for BPTClassifier; valid: {valid}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
-        changed = [f"{n}={v!r}" for n, v in self.get_params().items() if not _same(v, defaults.get(n))]
-        return f"BPTClassifier({', '.join(changed)})"
 
     # ------------------------------------------------------------ helpers
     def _optimizer(self) -> SGD:
@@ -440,13 +419,6 @@ class BPTClassifier:
 def _predict_block(estimator: BPTClassifier, block: np.ndarray) -> np.ndarray:
     """Probabilities for one dask block ``(n, C, H, W)`` -> ``(n, K)``."""
     return estimator.predict_proba(np.asarray(block))
-
-
-def _same(a, b) -> bool:
-    try:
-        return bool(a == b)
-    except (TypeError, ValueError):
-        return a is b
 
 
 __all__ = ["BPTClassifier"]
