@@ -5,8 +5,9 @@ offset: im2col and col2im launch ``kh·kw`` copies or additions (25 for a 5×5 k
 max pooling a comparison chain per offset, SGD four element-wise passes per weight,
 ReLU two. On a GPU each launch costs a few microseconds of Python and driver time, more
 than the arithmetic of LeNet-sized layers. Here each of those functions is one
-``cupy.ElementwiseKernel`` launch (im2col and col2im add one layout copy each) with the
-same inputs, outputs and summation order;
+``cupy.ElementwiseKernel`` launch (im2col and col2im add one layout copy each, and
+their threads each handle :data:`BATCH_GROUP` samples) with the same inputs, outputs
+and summation order;
 :func:`bptdask.backend.device_kernels` hands this module to the kernels when their arrays
 are CuPy arrays. CuPy is imported when a kernel is first used, and each kernel is
 compiled once per process (CuPy caches the binaries on disk).
@@ -20,9 +21,17 @@ from __future__ import annotations
 
 from functools import cache
 
+#: Samples of the batch axis one im2col/col2im thread handles: its index arithmetic is
+#: shared by ``BATCH_GROUP`` elements, and a warp still writes one contiguous run.
+BATCH_GROUP = 4
+
 _IM2COL = """
-    idx_t rest = i;
-    const idx_t n = rest % N; rest /= N;
+    const idx_t e = i;
+    const idx_t groups = (N + GROUP - 1) / GROUP;
+    const idx_t first = (e % groups) * GROUP;
+    const idx_t last = first + GROUP < N ? first + GROUP : N;
+    idx_t rest = e / groups;
+    const idx_t row = rest;
     const idx_t ow = rest % OW; rest /= OW;
     const idx_t oh = rest % OH; rest /= OH;
     const idx_t j = rest % KW; rest /= KW;
@@ -30,27 +39,35 @@ _IM2COL = """
     const idx_t c = rest / KH;
     const idx_t h = oh * S - P + k;
     const idx_t w = ow * S - P + j;
-    col = (h >= 0 && h < H && w >= 0 && w < W) ? x_batch_last[((c * H + h) * W + w) * N + n] : (T)0;
+    const bool inside = h >= 0 && h < H && w >= 0 && w < W;
+    const idx_t source = ((c * H + h) * W + w) * N;
+    for (idx_t n = first; n < last; ++n) {
+        col[row * N + n] = inside ? x_batch_last[source + n] : (T)0;
+    }
 """
 
 _COL2IM = """
     const idx_t e = i;
-    const idx_t n = e % N;
-    idx_t rest = e / N;
+    const idx_t groups = (N + GROUP - 1) / GROUP;
+    const idx_t first = (e % groups) * GROUP;
+    const idx_t count = first + GROUP < N ? GROUP : N - first;
+    idx_t rest = e / groups;
     const idx_t w = rest % W; rest /= W;
     const idx_t h = rest % H;
     const idx_t c = rest / H;
-    T sum = 0;
+    T sum[GROUP] = {};
     for (idx_t k = 0; k < KH; ++k) {
         const idx_t t = h + P - k;
         if (t < 0 || t % S != 0 || t / S >= OH) continue;
         for (idx_t j = 0; j < KW; ++j) {
             const idx_t u = w + P - j;
             if (u < 0 || u % S != 0 || u / S >= OW) continue;
-            sum += col[((((c * KH + k) * KW + j) * OH + t / S) * OW + u / S) * N + n];
+            const idx_t base = ((((c * KH + k) * KW + j) * OH + t / S) * OW + u / S) * N + first;
+            for (idx_t q = 0; q < count; ++q) sum[q] += col[base + q];
         }
     }
-    x_batch_last = sum;
+    const idx_t target = ((c * H + h) * W + w) * N + first;
+    for (idx_t q = 0; q < count; ++q) x_batch_last[target + q] = sum[q];
 """
 
 _MAX_POOL_FORWARD = """
@@ -119,8 +136,8 @@ def _kernel(name: str, wide: bool = False):
     sizes = ", ".join(f"{index} {n}" for n in ("C", "H", "W", "KH", "KW", "OH", "OW", "N", "S", "P"))
     pool = ", ".join(f"{index} {n}" for n in ("H", "W", "OH", "OW", "K", "S"))
     specs = {
-        "im2col": (f"raw T x_batch_last, {sizes}", "T col", _IM2COL),
-        "col2im": (f"raw T col, {sizes}", "T x_batch_last", _COL2IM),
+        "im2col": (f"raw T x_batch_last, {sizes}", "raw T col", _IM2COL),
+        "col2im": (f"raw T col, {sizes}", "raw T x_batch_last", _COL2IM),
         "max_pool_forward": (f"raw T x, {pool}", "T y, I argmax", _MAX_POOL_FORWARD),
         "max_pool_backward": (f"raw T dy, raw I argmax, {pool}", "T dx", _MAX_POOL_BACKWARD),
         "relu": ("T x", "T y, bool mask", _RELU),
@@ -128,9 +145,8 @@ def _kernel(name: str, wide: bool = False):
                 "T new_param, T new_velocity", _SGD),
     }
     params, outputs, body = specs[name]
-    return cupy.ElementwiseKernel(
-        params, outputs, body, f"bptdask_{name}_{index}", preamble=f"typedef {'long long' if wide else 'int'} idx_t;"
-    )
+    preamble = f"typedef {'long long' if wide else 'int'} idx_t;\n#define GROUP {BATCH_GROUP}\n"
+    return cupy.ElementwiseKernel(params, outputs, body, f"bptdask_{name}_{index}", preamble=preamble)
 
 
 def im2col(x, kernel_size: tuple[int, int], stride: int, padding: int):
@@ -148,7 +164,10 @@ def im2col(x, kernel_size: tuple[int, int], stride: int, padding: int):
     ow = (w + 2 * padding - kw) // stride + 1
     col = cupy.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     x_batch_last = cupy.ascontiguousarray(x.transpose(1, 2, 3, 0))
-    _kernel("im2col", col.size >= WIDE_INDEX)(x_batch_last, c, h, w, kh, kw, oh, ow, n, stride, padding, col)
+    threads = c * kh * kw * oh * ow * -(-n // BATCH_GROUP)
+    _kernel("im2col", col.size >= WIDE_INDEX)(
+        x_batch_last, c, h, w, kh, kw, oh, ow, n, stride, padding, col, size=threads
+    )
     return col
 
 
@@ -163,7 +182,10 @@ def col2im(col, input_shape: tuple[int, int, int, int], stride: int, padding: in
     c, kh, kw, oh, ow, n = col.shape
     _, _, h, w = input_shape
     x_batch_last = cupy.empty((c, h, w, n), dtype=col.dtype)
-    _kernel("col2im", col.size >= WIDE_INDEX)(cupy.ascontiguousarray(col), c, h, w, kh, kw, oh, ow, n, stride, padding, x_batch_last)
+    threads = c * h * w * -(-n // BATCH_GROUP)
+    _kernel("col2im", col.size >= WIDE_INDEX)(
+        cupy.ascontiguousarray(col), c, h, w, kh, kw, oh, ow, n, stride, padding, x_batch_last, size=threads
+    )
     return cupy.ascontiguousarray(x_batch_last.transpose(3, 0, 1, 2))
 
 
