@@ -151,7 +151,7 @@ def _train_on_worker(
         next_part=lambda: call("next_part", address),
         pull=lambda: call("pull"),
         push=lambda r, p, delta, version, seconds: call(
-            "push", address, r, p, delta, base_version=version, seconds=seconds
+            "push_and_pull", address, r, p, delta, base_version=version, seconds=seconds
         ),
         read_part=lambda chunks: read_chunks(dataset, chunks),
         train_part=trainer,

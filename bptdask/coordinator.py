@@ -1,9 +1,10 @@
 """The training coordinator: IDPA allocation and the global weights behind one object.
 
 A :class:`TrainingCoordinator` runs an epoch after epoch of :class:`~bptdask.partition.EpochPlan`
-and holds a :class:`~bptdask.ps.WeightServer`. Workers call three methods:
+and holds a :class:`~bptdask.ps.WeightServer`. Workers call
 :meth:`~TrainingCoordinator.next_part` (work pulling), :meth:`~TrainingCoordinator.pull`
-and :meth:`~TrainingCoordinator.push`. It is a plain class, tested without a cluster; the
+and :meth:`~TrainingCoordinator.push_and_pull` (push an update, get the weights back in
+the same round trip). It is a plain class, tested without a cluster; the
 ``cluster`` room runs it as a Dask actor, whose sync methods execute one at a time.
 
 Rounds are numbered across epochs (``epoch * rounds_per_epoch + round``) so that every
@@ -188,6 +189,13 @@ class TrainingCoordinator:
             self.synced_round += 1
         self._close_finished_epochs()
         return result
+
+    def push_and_pull(
+        self, worker: str, round_index: int, part_index: int, delta: Params, *, base_version: int, seconds: float
+    ) -> tuple[PushResult, Params, int]:
+        """:meth:`push`, then :meth:`pull`: one round trip for a worker that trains on."""
+        result = self.push(worker, round_index, part_index, delta, base_version=base_version, seconds=seconds)
+        return (result, *self.server.pull())
 
     def progress(self) -> tuple[int, int, bool]:
         """``(epochs completed, version, finished)``, cheap enough to poll."""

@@ -1,9 +1,11 @@
 """The per-worker training loop, over injected callables (no Dask in here).
 
-A worker repeatedly asks for a part, pulls the global weights, reads the part's chunks,
-trains on them with :func:`bptdask.inner.train_step` (through :func:`bptdask.local.train_epoch`)
-and pushes ``delta = W_local - W_pulled``. A push rejected as too stale is retrained from
-freshly pulled weights. The ``cluster`` room supplies the callables (actor calls, Zarr
+A worker repeatedly asks for a part, reads the part's chunks, trains on them with
+:func:`bptdask.inner.train_step` (through :func:`bptdask.local.train_epoch`) from the
+latest global weights and pushes ``delta = W_local - W_base``; the push answers with the
+global weights after the merge, which the next part starts from (a worker pulls only at
+its start and after waiting). A push rejected as too stale is retrained from those
+fresher weights. The ``cluster`` room supplies the callables (actor calls, Zarr
 reads); tests supply a plain :class:`~bptdask.coordinator.TrainingCoordinator`.
 """
 
@@ -123,11 +125,14 @@ def run_worker(
         Where ``train_part`` computes (``"cpu"`` or ``"gpu"``), for the summary.
     next_part : () -> Assignment
     pull : () -> (params, version)
-    push : (round_index, part_index, delta, base_version, seconds) -> PushResult
+    push : (round_index, part_index, delta, base_version, seconds) -> (PushResult, params, version)
+        Offers the update and returns the global weights as they are right after it, so
+        the next part starts from them without another round trip.
     read_part : chunks -> (images uint8 (n, C, H, W), labels int64 (n,))
     train_part : (params, images, labels, epoch) -> (params, seconds)
     """
     summary = WorkerSummary(worker, device)
+    latest = None  # (params, version) returned by the last push; None: pull before training
     while True:
         assignment = next_part()
         if assignment.status == "finished":
@@ -135,13 +140,16 @@ def run_worker(
         if assignment.status == "wait":
             time.sleep(poll_seconds)
             summary.wait_seconds += poll_seconds
+            latest = None
             continue
         images, labels = read_part(assignment.chunks)
         for _ in range(max_stale_retries + 1):
-            base, version = pull()
+            base, version = latest if latest is not None else pull()
             trained, seconds = train_part(base, images, labels, assignment.epoch)
             delta = {name: to_numpy(trained[name]) - base[name] for name in base}
-            result = push(assignment.round_index, assignment.part_index, delta, version, seconds)
+            result, *fresh = push(assignment.round_index, assignment.part_index, delta, version, seconds)
+            # A pending (SGWU) push is merged later, with its round: pull after that.
+            latest = None if result.status == "pending" else tuple(fresh)
             summary.busy_seconds += seconds
             if result.accepted:
                 break

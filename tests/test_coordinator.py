@@ -52,7 +52,7 @@ def run_threads(model, coordinator, data, workers, settings):
         try:
             summaries[name] = run_worker(
                 name, next_part=lambda: coordinator.next_part(name), pull=coordinator.pull,
-                push=lambda r, p, delta, version, seconds: coordinator.push(
+                push=lambda r, p, delta, version, seconds: coordinator.push_and_pull(
                     name, r, p, delta, base_version=version, seconds=seconds
                 ),
                 read_part=read_part, train_part=trainer,
