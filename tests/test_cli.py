@@ -28,7 +28,7 @@ def test_train_then_evaluate(tmp_path, capsys, workers):
 
 
 def test_train_on_a_zarr_dataset_writes_the_run_report(tmp_path, capsys):
-    bptdask.ingest(*datasets.digits(random_state=0), tmp_path / "digits.zarr", chunk_size=100, test_size=0.2)
+    bptdask.ingest(*datasets.digits(random_state=0), tmp_path / "digits.zarr", chunk_size=50, test_size=0.2)
     report = tmp_path / "run.json"
     args = ["train", str(tmp_path / "digits.zarr"), "--padding", "2", "--epochs", "3", "--workers", "2", "--update", "sgwu",
             "--report", str(report), "--quiet"]
