@@ -192,9 +192,15 @@ class TrainingCoordinator:
 
     def push_and_pull(
         self, worker: str, round_index: int, part_index: int, delta: Params, *, base_version: int, seconds: float
-    ) -> tuple[PushResult, Params, int]:
-        """:meth:`push`, then :meth:`pull`: one round trip for a worker that trains on."""
+    ) -> tuple[PushResult, Params | None, int]:
+        """:meth:`push`, then :meth:`pull`: one round trip for a worker that trains on.
+
+        The weights are None when the push is held for its round (SGWU): they would be
+        out of date as soon as the round merges, so the worker pulls after that.
+        """
         result = self.push(worker, round_index, part_index, delta, base_version=base_version, seconds=seconds)
+        if result.status == "pending":
+            return result, None, self.server.version
         return (result, *self.server.pull())
 
     def progress(self) -> tuple[int, int, bool]:

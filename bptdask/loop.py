@@ -125,9 +125,9 @@ def run_worker(
         Where ``train_part`` computes (``"cpu"`` or ``"gpu"``), for the summary.
     next_part : () -> Assignment
     pull : () -> (params, version)
-    push : (round_index, part_index, delta, base_version, seconds) -> (PushResult, params, version)
+    push : (round_index, part_index, delta, base_version, seconds) -> (PushResult, params or None, version)
         Offers the update and returns the global weights as they are right after it, so
-        the next part starts from them without another round trip.
+        the next part starts from them without another round trip (None: pull first).
     read_part : chunks -> (images uint8 (n, C, H, W), labels int64 (n,))
     train_part : (params, images, labels, epoch) -> (params, seconds)
     """
@@ -147,9 +147,8 @@ def run_worker(
             base, version = latest if latest is not None else pull()
             trained, seconds = train_part(base, images, labels, assignment.epoch)
             delta = {name: to_numpy(trained[name]) - base[name] for name in base}
-            result, *fresh = push(assignment.round_index, assignment.part_index, delta, version, seconds)
-            # A pending (SGWU) push is merged later, with its round: pull after that.
-            latest = None if result.status == "pending" else tuple(fresh)
+            result, params, version = push(assignment.round_index, assignment.part_index, delta, version, seconds)
+            latest = None if params is None else (params, version)
             summary.busy_seconds += seconds
             if result.accepted:
                 break
