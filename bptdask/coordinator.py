@@ -13,15 +13,27 @@ with nothing left to take in the current epoch starts on the next one while the 
 parts of the current epoch are still being trained (at most two epochs are open), so an
 epoch's tail idles nobody; an epoch closes, in order, when all its chunks are merged. In
 SGWU mode no worker gets a part of round ``r + 1`` before round ``r`` has been merged.
+
+Faults: the coordinator writes a checkpoint (:mod:`bptdask.checkpoint`) every
+``checkpoint_every`` merges, and a new coordinator can start from one (``restore``). A
+worker declared lost (its process died, or it held a part without a word for longer than
+``worker_timeout``) is *dropped*: its chunks go to the others, a push it makes later is
+answered ``"revoked"`` and its next ``next_part`` ``"dropped"``, so a frozen process that
+resumes changes nothing. A push holding NaN or infinite values is rejected; after
+``max_invalid`` such pushes in a row without a merge between them, the run stops with
+:attr:`TrainingCoordinator.failure` set and the last good checkpoint kept.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from bptdask._typing import Params
+from bptdask.checkpoint import CheckpointState, CheckpointStore
 from bptdask.errors import ConfigurationError
 from bptdask.partition import EpochPlan, Part, PowerEstimator
 from bptdask.ps import PushResult, WeightServer
@@ -32,7 +44,8 @@ class Assignment:
     """What :meth:`TrainingCoordinator.next_part` tells a worker.
 
     ``status`` is ``"train"`` (train on ``chunks`` then push), ``"wait"`` (nothing free
-    right now, ask again shortly) or ``"finished"`` (the run is over).
+    right now, ask again shortly), ``"finished"`` (the run is over) or ``"dropped"`` (this
+    worker was declared lost: stop).
     """
 
     status: str
@@ -51,6 +64,8 @@ class WorkerRecord:
     busy_seconds: float = 0.0
     staleness: list[int] = field(default_factory=list)
     rejected: int = 0
+    invalid: int = 0
+    revoked: int = 0
 
 
 class TrainingCoordinator:
@@ -76,6 +91,20 @@ class TrainingCoordinator:
     keep_epoch_weights : bool
         Keep a copy of ``W`` at the end of every epoch until :meth:`take_epoch_weights`
         collects it, so that each epoch can be scored however fast epochs pass.
+    checkpoint : str or PathLike, optional
+        Directory to write checkpoints to (:class:`~bptdask.checkpoint.CheckpointStore`).
+    checkpoint_every : int
+        Merges between checkpoints.
+    config : dict
+        JSON description of the run, stored in every checkpoint (a resume checks it).
+    restore : CheckpointState, optional
+        Start from this checkpoint instead of ``params``: its weights, version, epochs,
+        completed chunks, powers and merge log; the generation is one more than its.
+    worker_timeout : float, optional
+        Seconds a worker may hold a part without calling before :meth:`expire_silent`
+        declares it lost (at least four times the part's expected training time).
+    max_invalid : int
+        NaN/inf pushes in a row, with no merge between them, that stop the run.
     """
 
     def __init__(
@@ -93,31 +122,68 @@ class TrainingCoordinator:
         max_staleness: int | None = None,
         balance: str = "power",
         keep_epoch_weights: bool = False,
+        checkpoint: str | None = None,
+        checkpoint_every: int = 50,
+        config: dict[str, Any] | None = None,
+        restore: CheckpointState | None = None,
+        worker_timeout: float | None = None,
+        max_invalid: int = 3,
     ):
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigurationError(f"epochs must be a positive integer, got {epochs!r}")
-        self.server = WeightServer(params, mode=mode, alpha0=alpha0, gamma=gamma, max_staleness=max_staleness)
+        for name, value in (("checkpoint_every", checkpoint_every), ("max_invalid", max_invalid)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+        if worker_timeout is not None and not worker_timeout > 0:
+            raise ConfigurationError(f"worker_timeout must be None or a number of seconds > 0, got {worker_timeout!r}")
+        state = restore or CheckpointState(params, 0, -1, 0, {0: []}, {}, config or {})
+        self.server = WeightServer(
+            state.params, mode=mode, alpha0=alpha0, gamma=gamma, max_staleness=max_staleness,
+            version=state.version, records=state.merges,
+        )
         self.mode = mode
         self.chunk_sizes = [int(size) for size in chunk_sizes]
         self.epochs, self.seed, self.chunks_per_round, self.balance = epochs, seed, chunks_per_round, balance
-        self.estimator = PowerEstimator()
+        self.generation = state.generation + 1
+        self.config = config or state.config
+        self.estimator = PowerEstimator(powers=state.powers)
         self.workers: dict[str, WorkerRecord] = {worker: WorkerRecord() for worker in worker_names}
-        self.epochs_done = 0
-        self.epoch_ends: list[float] = []
-        self.plans: list[EpochPlan] = [self._plan_for(0, self.workers)]
-        self.synced_round = 0
+        self.epochs_done = state.epochs_done
+        self.epoch_ends: list[float] = list(state.epoch_ends)
+        self.evaluations: list[dict] = list(state.evaluations)
+        self.plans: list[EpochPlan] = [
+            self._plan_for(epoch, self.workers, done) for epoch, done in sorted(state.open_epochs.items())
+        ] or [self._plan_for(self.epochs_done, self.workers)]
+        self.synced_round = self._first_round_to_train(self.plans[0], 0)
         self.issued: dict[tuple[str, int, int], tuple[EpochPlan, Part]] = {}
         self.round_reports: list[dict] = []
-        self.started = time.time()
+        self.started = time.time() - state.counts.get("elapsed_ms", 0) / 1000
         self.finished_at: float | None = None
         self.keep_epoch_weights = keep_epoch_weights
         self._epoch_weights: list[dict] = []
+        self.dropped: dict[str, str] = {}
+        self.last_seen: dict[str, float] = {}
+        self.worker_timeout = worker_timeout
+        self.max_invalid, self.invalid_streak, self.failure = max_invalid, 0, None
+        self.store = CheckpointStore(checkpoint) if checkpoint is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.checkpoints: dict[str, Any] = {"written": 0, "version": state.version, "errors": []}
+        self.restored_version = state.version if restore is not None else None
+        self.seen_version = state.version
 
-    def _plan_for(self, epoch: int, workers: Iterable[str]) -> EpochPlan:
+    def _plan_for(self, epoch: int, workers: Iterable[str], done_chunks: Iterable[int] = ()) -> EpochPlan:
         return EpochPlan(
-            self.chunk_sizes, sorted(workers), epoch=epoch, seed=self.seed,
-            chunks_per_round=self.chunks_per_round, estimator=self.estimator, balance=self.balance,
+            self.chunk_sizes, sorted(workers), epoch=epoch, seed=self.seed, chunks_per_round=self.chunks_per_round,
+            estimator=self.estimator, balance=self.balance, done_chunks=done_chunks,
         )
+
+    @staticmethod
+    def _first_round_to_train(plan: EpochPlan, start: int) -> int:
+        """The first round from ``start`` that has chunks to train (restored rounds may have none)."""
+        sizes = plan.round_sizes
+        while start < len(sizes) - 1 and sizes[start] == 0:
+            start += 1
+        return start
 
     @staticmethod
     def _key(plan: EpochPlan, part: Part) -> tuple[str, int, int]:
@@ -136,6 +202,9 @@ class TrainingCoordinator:
         one (at most two epochs are open at once), so nobody idles at an epoch's tail.
         In SGWU mode every worker stays inside the round being synchronised.
         """
+        if worker in self.dropped:
+            return Assignment("dropped")
+        self.last_seen[worker] = time.monotonic()
         if self.finished:
             return Assignment("finished")
         if worker not in self.workers:
@@ -166,19 +235,32 @@ class TrainingCoordinator:
     def push(
         self, worker: str, round_index: int, part_index: int, delta: Params, *, base_version: int, seconds: float
     ) -> PushResult:
-        """Offer the update of an issued part; see :meth:`WeightServer.push`."""
+        """Offer the update of an issued part; see :meth:`WeightServer.push`.
+
+        A dropped worker's push, and any push after the run failed, is answered
+        ``"revoked"`` and changes nothing.
+        """
         key = (worker, int(round_index), int(part_index))
+        record = self.workers.setdefault(worker, WorkerRecord())
+        if worker in self.dropped or self.failure is not None:
+            record.revoked += 1
+            return PushResult("revoked", self.server.version, 0, 0.0)
         if key not in self.issued:
             raise ConfigurationError(f"no part {key} was handed out; ask next_part for work first")
+        self.last_seen[worker] = time.monotonic()
         plan, part = self.issued[key]
         result = self.server.push(
             worker, key[1], key[2], delta, base_version=base_version, n_samples=part.samples,
             round_samples=part.round_samples, n_workers=part.n_workers, seconds=seconds,
         )
-        record = self.workers.setdefault(worker, WorkerRecord())
+        if result.status == "invalid":
+            record.invalid += 1
+            self._count_invalid(worker, key)
+            return result
         if not result.accepted:
             record.rejected += 1
             return result
+        self.invalid_streak = 0
         del self.issued[key]
         if plan.complete(part, seconds=max(seconds, 1e-9)):
             record.parts += 1
@@ -186,9 +268,23 @@ class TrainingCoordinator:
             record.busy_seconds += seconds
             record.staleness.append(result.staleness)
         if self.mode == "sgwu" and result.status == "merged":
-            self.synced_round += 1
+            self.synced_round = self._first_round_to_train(plan, self.synced_round + 1)
         self._close_finished_epochs()
+        if result.status == "merged" and self.server.version - self.checkpoints["version"] >= self.checkpoint_every:
+            self.write_checkpoint()
         return result
+
+    def _count_invalid(self, worker: str, key: tuple[str, int, int]) -> None:
+        self.invalid_streak += 1
+        if self.invalid_streak >= self.max_invalid and self.failure is None:
+            self.failure = (
+                f"{self.invalid_streak} updates in a row held NaN or infinite values (the last from {worker}, "
+                f"part {key[2]} of round {key[1]}), so training diverged; the weights of version "
+                f"{self.server.version} are the last good ones"
+                + (f" (checkpoint {self.store.path})" if self.store is not None else "")
+                + "; lower the learning rate and resume or start again"
+            )
+            self.finish()
 
     def push_and_pull(
         self, worker: str, round_index: int, part_index: int, delta: Params, *, base_version: int, seconds: float
@@ -203,9 +299,9 @@ class TrainingCoordinator:
             return result, None, self.server.version
         return (result, *self.server.pull())
 
-    def progress(self) -> tuple[int, int, bool]:
-        """``(epochs completed, version, finished)``, cheap enough to poll."""
-        return self.epochs_done, self.server.version, self.finished
+    def progress(self) -> tuple[int, int, bool, str | None]:
+        """``(epochs completed, version, finished, failure or None)``, cheap enough to poll."""
+        return self.epochs_done, self.server.version, self.finished, self.failure
 
     def take_epoch_weights(self) -> list[dict]:
         """The kept end-of-epoch weights not collected yet, oldest first; forgets them.
@@ -225,16 +321,83 @@ class TrainingCoordinator:
                 self._record_rounds(plan)
             self.finished_at = time.time()
 
+    def record_evaluation(self, record: dict) -> None:
+        """Keep an epoch's score (JSON-able) for the report and the checkpoints."""
+        self.evaluations.append(dict(record))
+
+    def note_seen_version(self, version: int) -> None:
+        """A worker saw ``W`` at ``version`` before a restart: bounds the merges lost."""
+        self.seen_version = max(self.seen_version, int(version))
+
+    # ------------------------------------------------------------ checkpoints
+    def snapshot(self) -> CheckpointState:
+        """The run's state now, as a checkpoint (weights, version, IDPA state, merge log)."""
+        params, version = self.server.pull()
+        return CheckpointState(
+            params=params, version=version, generation=self.generation, epochs_done=self.epochs_done,
+            open_epochs={plan.epoch: plan.done_chunks for plan in self.plans}, powers=self.estimator.known,
+            config=self.config, merges=self.server.merge_records(), epoch_ends=list(self.epoch_ends),
+            evaluations=list(self.evaluations),
+            counts={"elapsed_ms": int(1000 * (time.time() - self.started)), "rejected": self.server.rejected,
+                    "invalid": self.server.invalid},
+        )
+
+    def write_checkpoint(self) -> int | None:
+        """Write a checkpoint now (if a directory was given); returns its version.
+
+        A failed write is recorded in the report and warned about; training goes on
+        and the previous checkpoint stays current.
+        """
+        if self.store is None:
+            return None
+        state = self.snapshot()
+        try:
+            self.store.write(state)
+        except Exception as exc:
+            self.checkpoints["errors"] = [*self.checkpoints["errors"][-4:], f"v{state.version}: {exc!r}"]
+            warnings.warn(f"checkpoint of version {state.version} failed: {exc!r}", RuntimeWarning, stacklevel=2)
+            return None
+        self.checkpoints["written"] += 1
+        self.checkpoints["version"] = state.version
+        return state.version
+
     # ------------------------------------------------------------ membership
+    def expire_silent(self) -> list[str]:
+        """Declare lost every worker that holds a part and has been silent too long.
+
+        Silent means no call for ``worker_timeout`` seconds, or four times the part's
+        expected training time at the worker's measured power if that is longer.
+        Returns the workers dropped now.
+        """
+        if self.worker_timeout is None or self.finished:
+            return []
+        now, expired = time.monotonic(), []
+        for worker in list(self.workers):
+            held = [part for plan in self.plans for part in plan.in_flight(worker)]
+            if worker in self.dropped or not held:
+                continue
+            power = self.estimator.power(worker)
+            expected = 4 * max(part.samples for part in held) / power if power else 0.0
+            if now - self.last_seen.get(worker, now) > max(self.worker_timeout, expected):
+                self.lose_worker(worker, reason=f"silent for over {max(self.worker_timeout, expected):.3g} s")
+                expired.append(worker)
+        return expired
+
     def add_worker(self, worker: str) -> None:
         """A worker joined: it gets work from the next allocation on."""
+        if worker in self.dropped:
+            raise ConfigurationError(f"worker {worker!r} was dropped ({self.dropped[worker]}); join under a new name")
         self.workers.setdefault(worker, WorkerRecord())
         for plan in self.plans:
             if worker not in plan.workers:
                 plan.add_worker(worker)
 
-    def lose_worker(self, worker: str) -> int:
-        """A worker is gone: its unfinished chunks go back to the others. Returns how many parts."""
+    def lose_worker(self, worker: str, reason: str = "lost") -> int:
+        """A worker is gone: its unfinished chunks go back to the others. Returns how many parts.
+
+        The worker is dropped for good: its later pushes are revoked.
+        """
+        self.dropped.setdefault(worker, reason)
         returned = 0
         for plan in self.plans:
             for part in plan.in_flight(worker):
@@ -280,7 +443,15 @@ class TrainingCoordinator:
             "epochs_done": self.epochs_done,
             "epoch_ends": list(self.epoch_ends),
             "version": self.server.version,
+            "generation": self.generation,
+            "restored_version": self.restored_version,
+            "seen_version": self.seen_version,
             "rejected": self.server.rejected,
+            "invalid": self.server.invalid,
+            "failure": self.failure,
+            "dropped": dict(self.dropped),
+            "checkpoints": dict(self.checkpoints),
+            "evaluations": list(self.evaluations),
             "rounds": list(self.round_reports),
             "workers": {
                 worker: {**asdict(record), "power": self.estimator.power(worker)}

@@ -28,6 +28,14 @@ class ModelFileError(BptDaskError, ValueError):
     """A saved model file is truncated, corrupt, or was not written by bptdask."""
 
 
+class CheckpointError(BptDaskError, ValueError):
+    """A checkpoint cannot be used: missing, malformed, of another run, or not written by bptdask."""
+
+
+class TrainingDivergedError(BptDaskError, FloatingPointError):
+    """Training produced NaN or infinite updates again and again, and was stopped."""
+
+
 class NotFittedError(BptDaskError, ValueError, AttributeError):
     """An estimator method that needs learned weights was called before ``fit``."""
 

@@ -54,7 +54,9 @@ class PartTrainer:
     """Trains one worker's parts; keeps the worker's momentum between parts.
 
     ``slowdown`` stretches each part's wall time by that factor (a simulation of a slower
-    machine for tests and benchmarks; 1 means none).
+    machine for tests and benchmarks; 1 means none). ``corrupt_parts`` makes that many
+    of the next parts come back with NaN weights (a simulation of diverged training,
+    for fault tests).
     """
 
     model: Sequential
@@ -64,6 +66,7 @@ class PartTrainer:
     xp: ModuleType = np
     n_threads: int | None = None
     slowdown: float = 1.0
+    corrupt_parts: int = 0
     rng: np.random.Generator = field(default=None)
     state: Params | None = None
 
@@ -86,6 +89,9 @@ class PartTrainer:
         elapsed = time.perf_counter() - started
         if self.slowdown > 1.0:
             time.sleep((self.slowdown - 1.0) * elapsed)
+        if self.corrupt_parts > 0:
+            self.corrupt_parts -= 1
+            params = {name: value * self.xp.nan for name, value in params.items()}
         return params, time.perf_counter() - started
 
     def _prepare(self, images: np.ndarray):
@@ -103,6 +109,9 @@ class WorkerSummary:
     busy_seconds: float = 0.0
     wait_seconds: float = 0.0
     stale_retries: int = 0
+    invalid_retries: int = 0
+    revoked: int = 0
+    dropped: bool = False
 
 
 def run_worker(
@@ -117,7 +126,11 @@ def run_worker(
     poll_seconds: float = 0.02,
     max_stale_retries: int = 3,
 ) -> WorkerSummary:
-    """Pull parts until the coordinator says ``finished``; returns the worker's summary.
+    """Pull parts until the coordinator says ``finished`` or ``dropped``; returns the summary.
+
+    A push rejected as stale or invalid (NaN/inf) is retrained from fresh weights, up
+    to ``max_stale_retries`` times; a revoked one (the part was given to others) is
+    dropped.
 
     Parameters
     ----------
@@ -135,7 +148,8 @@ def run_worker(
     latest = None  # (params, version) returned by the last push; None: pull before training
     while True:
         assignment = next_part()
-        if assignment.status == "finished":
+        if assignment.status in ("finished", "dropped"):
+            summary.dropped = assignment.status == "dropped"
             return summary
         if assignment.status == "wait":
             time.sleep(poll_seconds)
@@ -150,13 +164,21 @@ def run_worker(
             result, params, version = push(assignment.round_index, assignment.part_index, delta, version, seconds)
             latest = None if params is None else (params, version)
             summary.busy_seconds += seconds
-            if result.accepted:
+            if result.accepted or result.status == "revoked":
                 break
-            summary.stale_retries += 1
+            if result.status == "invalid":
+                summary.invalid_retries += 1
+                latest = None
+            else:
+                summary.stale_retries += 1
         else:
+            fix = "lower the learning rate" if result.status == "invalid" else "raise max_staleness or use fewer workers"
             raise ConfigurationError(
                 f"{worker}: the update of part {assignment.part_index} of round {assignment.round_index} was "
-                f"rejected as too stale {max_stale_retries + 1} times; raise max_staleness or use fewer workers"
+                f"rejected as {result.status} {max_stale_retries + 1} times; {fix}"
             )
+        if result.status == "revoked":
+            summary.revoked += 1
+            continue
         summary.parts += 1
         summary.samples += len(labels)

@@ -145,11 +145,16 @@ class PowerEstimator:
     of a single timing.
     """
 
-    def __init__(self, *, smoothing: float = 0.5):
+    def __init__(self, *, smoothing: float = 0.5, powers: Mapping[Worker, float] | None = None):
         if not (isinstance(smoothing, numbers.Real) and 0 < smoothing <= 1):
             raise ConfigurationError(f"smoothing must be in (0, 1] (1 keeps only the last rate), got {smoothing!r}")
         self.smoothing = float(smoothing)
-        self._powers: dict[Worker, float] = {}
+        self._powers: dict[Worker, float] = dict(powers or {})
+
+    @property
+    def known(self) -> dict[Worker, float]:
+        """Every measured power so far, ``{worker: samples/s}``."""
+        return dict(self._powers)
 
     def report(self, worker: Worker, *, samples: int, seconds: float) -> float:
         """Record that ``worker`` trained ``samples`` samples in ``seconds``; its new power."""
@@ -243,6 +248,9 @@ class EpochPlan:
         ``"power"`` is IDPA. ``"even"`` is the baseline IDPA is measured against: every
         round split equally whatever the powers, and no stealing, so fast workers wait
         for slow ones (losses are still re-allocated).
+    done_chunks : iterable of int
+        Chunks already trained in this epoch before a restart (from a checkpoint): they
+        are left out of their rounds, which keep their indices.
     """
 
     def __init__(
@@ -255,6 +263,7 @@ class EpochPlan:
         chunks_per_round: int,
         estimator: PowerEstimator | None = None,
         balance: str = "power",
+        done_chunks: Iterable[int] = (),
     ):
         if balance not in ("power", "even"):
             raise ConfigurationError(f"balance must be 'power' (IDPA) or 'even', got {balance!r}")
@@ -263,7 +272,15 @@ class EpochPlan:
         self._sizes = [_check_count("chunk size", size, 1) for size in chunk_sizes]
         step = _check_count("chunks_per_round", chunks_per_round, 1)
         order = chunk_order(len(self._sizes), epoch=epoch, seed=seed)
-        self._round_chunks = [order[start : start + step] for start in range(0, len(order), step)]
+        self._done_chunks = set(map(int, done_chunks))
+        if not self._done_chunks <= set(order):
+            raise ConfigurationError(
+                f"done_chunks name chunks outside 0..{len(order) - 1}: {sorted(self._done_chunks - set(order))}"
+            )
+        self._round_chunks = [
+            [chunk for chunk in order[start : start + step] if chunk not in self._done_chunks]
+            for start in range(0, len(order), step)
+        ]
         self.epoch = epoch
         self.balance = balance
         self.estimator = estimator if estimator is not None else PowerEstimator()
@@ -271,7 +288,6 @@ class EpochPlan:
         self._lost: set[Worker] = set()
         self._rounds: list[_Round] = []
         self._in_flight: dict[tuple[int, int], Part] = {}
-        self._completed_chunks = 0
 
     @property
     def workers(self) -> tuple[Worker, ...]:
@@ -285,7 +301,17 @@ class EpochPlan:
     @property
     def done(self) -> bool:
         """True once every chunk of the epoch has been completed."""
-        return self._completed_chunks == len(self._sizes)
+        return len(self._done_chunks) == len(self._sizes)
+
+    @property
+    def round_sizes(self) -> list[int]:
+        """Chunks to train in each round (0 for a round completed before a restart)."""
+        return [len(chunks) for chunks in self._round_chunks]
+
+    @property
+    def done_chunks(self) -> list[int]:
+        """The chunks completed so far in this epoch, sorted."""
+        return sorted(self._done_chunks)
 
     def next_part(self, worker: Worker, *, through_round: int | None = None) -> Part | None:
         """The next part for free ``worker``, or None when nothing is left for it.
@@ -320,7 +346,7 @@ class EpochPlan:
         self.estimator.report(part.worker, samples=part.samples, seconds=seconds)
         del self._in_flight[key]
         self._rounds[part.round_index].completed.append((part, float(seconds)))
-        self._completed_chunks += len(part.chunks)
+        self._done_chunks.update(part.chunks)
         return True
 
     def in_flight(self, worker: Worker) -> list[Part]:
@@ -355,7 +381,9 @@ class EpochPlan:
 
     def round_reports(self) -> list[RoundReport]:
         """A :class:`RoundReport` for each round whose chunks are all completed."""
-        finished = [rnd for rnd in self._rounds if sum(len(p.chunks) for p, _ in rnd.completed) == rnd.n_chunks]
+        finished = [
+            rnd for rnd in self._rounds if rnd.n_chunks and sum(len(p.chunks) for p, _ in rnd.completed) == rnd.n_chunks
+        ]
         return [self._report(rnd) for rnd in finished]
 
     def _check_live(self, worker: Worker) -> None:

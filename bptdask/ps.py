@@ -35,7 +35,7 @@ import numbers
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -53,19 +53,22 @@ class PushResult:
     """What the server did with a push.
 
     ``status`` is ``"merged"`` (applied; ``version`` is the version it produced),
-    ``"pending"`` (SGWU: held until its round is complete) or ``"stale"`` (rejected because
-    ``staleness > max_staleness``: pull and push again). ``alpha`` is the weight the delta
-    got or will get (0 when rejected).
+    ``"pending"`` (SGWU: held until its round is complete), ``"stale"`` (rejected because
+    ``staleness > max_staleness``: pull and push again), ``"invalid"`` (rejected because
+    the delta holds NaN or infinite values: the worker's training diverged) or
+    ``"revoked"`` (rejected because the part is no longer the worker's: it was declared
+    lost and its chunks went to others). ``alpha`` is the weight the delta got or will
+    get (0 when rejected).
     """
 
-    status: Literal["merged", "pending", "stale"]
+    status: Literal["merged", "pending", "stale", "invalid", "revoked"]
     version: int
     staleness: int
     alpha: float
 
     @property
     def accepted(self) -> bool:
-        return self.status != "stale"
+        return self.status in ("merged", "pending")
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,9 @@ class WeightServer:
         Pushes with ``staleness > max_staleness`` are rejected; None accepts any.
     history : int
         How many merge records to keep.
+    version, records
+        Where a restored server starts (:mod:`bptdask.checkpoint`): the version ``W``
+        had, and the merge records kept until then.
     """
 
     def __init__(
@@ -166,6 +172,8 @@ class WeightServer:
         gamma: float = 0.5,
         max_staleness: int | None = None,
         history: int = 1024,
+        version: int = 0,
+        records: Iterable[MergeRecord] = (),
     ):
         _check_options(mode, alpha0, gamma, max_staleness, history)
         if not params:
@@ -180,11 +188,12 @@ class WeightServer:
                 raise ConfigurationError(f"weight {name!r} has dtype {value.dtype}; weights must be floating point")
             if not np.isfinite(value).all():
                 raise DataError(f"initial weight {name!r} holds NaN or infinite values")
-        self._version = 0
+        self._version = int(version)
         self._results: dict[PushKey, PushResult] = {}
         self._rounds: dict[int, _RoundBuffer] = {}
-        self._records: deque[MergeRecord] = deque(maxlen=int(history))
+        self._records: deque[MergeRecord] = deque(records, maxlen=int(history))
         self._rejected = 0
+        self._invalid = 0
         self._lock = threading.Lock()
 
     @property
@@ -196,6 +205,11 @@ class WeightServer:
     def rejected(self) -> int:
         """How many pushes were rejected as too stale."""
         return self._rejected
+
+    @property
+    def invalid(self) -> int:
+        """How many pushes were rejected for holding NaN or infinite values."""
+        return self._invalid
 
     def pull(self) -> tuple[Params, int]:
         """``(copy of W, v)``: arrays the caller owns."""
@@ -234,10 +248,14 @@ class WeightServer:
         PushResult
             The recorded result when this key was accepted before.
 
+        A delta holding NaN or infinite values is rejected as ``"invalid"`` (counted in
+        :attr:`invalid`) and ``W`` is left unchanged; like a stale push it is not
+        remembered, so the worker may retrain the part and push it again.
+
         Raises
         ------
         DataError
-            ``delta`` names other weights or holds NaN/inf; ``W`` is left unchanged.
+            ``delta`` names other weights; ``W`` is left unchanged.
         ShapeError
             A delta array's shape differs from its weight's.
         """
@@ -248,6 +266,9 @@ class WeightServer:
             _check_counts(n_samples, round_samples, n_workers)
             staleness = self._staleness(base_version)
             clean = self._copied_delta(key, delta)
+            if clean is None:
+                self._invalid += 1
+                return PushResult("invalid", self._version, staleness, 0.0)
             if self.max_staleness is not None and staleness > self.max_staleness:
                 self._rejected += 1
                 return PushResult("stale", self._version, staleness, 0.0)
@@ -278,7 +299,8 @@ class WeightServer:
             )
         return self._version - int(base_version)
 
-    def _copied_delta(self, key: PushKey, delta: Mapping[str, np.ndarray]) -> Params:
+    def _copied_delta(self, key: PushKey, delta: Mapping[str, np.ndarray]) -> Params | None:
+        """The delta as NumPy copies in the weights' dtypes; None if it holds NaN or inf."""
         if set(delta) != set(self._weights):
             raise DataError(
                 f"delta of push {key} names {sorted(delta)} but the server holds {sorted(self._weights)}; "
@@ -290,12 +312,8 @@ class WeightServer:
                 value = np.array(to_numpy(delta[name]), dtype=weight.dtype, copy=True)
             if value.shape != weight.shape:
                 raise ShapeError(f"delta {name!r} of push {key} has shape {value.shape}, weight has {weight.shape}")
-            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
-            if bad:
-                raise DataError(
-                    f"delta {name!r} of push {key} holds {bad} NaN or infinite values; the worker's training "
-                    "diverged: lower its learning rate"
-                )
+            if not np.isfinite(value).all():
+                return None
             clean[name] = value
         return clean
 

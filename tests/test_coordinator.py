@@ -76,7 +76,7 @@ def test_two_workers_train_every_chunk_once_per_epoch(digits_part, mode):
     report = coordinator.report()
     assert sum(s.samples for s in summaries.values()) == 2 * 400
     assert sum(w["samples"] for w in report["workers"].values()) == 2 * 400
-    assert report["epochs_done"] == 2 and coordinator.progress() == (2, report["version"], True)
+    assert report["epochs_done"] == 2 and coordinator.progress() == (2, report["version"], True, None)
     assert len(report["epoch_ends"]) == 2 and 0 < report["epoch_ends"][0] <= report["epoch_ends"][1]
     assert sorted({r["epoch"] for r in report["rounds"]}) == [0, 1]
     assert len(report["rounds"]) == 2 * 3  # 10 chunks in rounds of 4, 4 and 2
@@ -97,11 +97,11 @@ def test_finish_ends_the_run_for_every_worker():
     _, coordinator = start()
     part = coordinator.next_part("a")
     assert part.status == "train"
-    assert coordinator.progress() == (0, 0, False)
+    assert coordinator.progress() == (0, 0, False, None)
     coordinator.finish()
     assert coordinator.next_part("a").status == "finished"
     assert coordinator.next_part("b").status == "finished"
-    assert coordinator.progress() == (0, 0, True)
+    assert coordinator.progress() == (0, 0, True, None)
     delta = {name: np.zeros_like(value) for name, value in coordinator.pull()[0].items()}
     result = coordinator.push("a", part.round_index, part.part_index, delta, base_version=0, seconds=0.1)
     assert result.status == "merged", "a part handed out before the end still counts"
@@ -114,9 +114,12 @@ def test_a_lost_workers_part_is_handed_to_another_worker():
     redo = coordinator.next_part("a")
     assert sorted(redo.chunks) == sorted(part_b.chunks)
     delta = {name: np.zeros_like(value) for name, value in coordinator.pull()[0].items()}
-    with pytest.raises(ConfigurationError, match="no part .* was handed out"):
-        coordinator.push("b", part_b.round_index, part_b.part_index, delta, base_version=0, seconds=0.1)
+    late = coordinator.push("b", part_b.round_index, part_b.part_index, delta, base_version=0, seconds=0.1)
+    assert (late.status, late.accepted) == ("revoked", False), "a lost worker's late push changes nothing"
+    assert coordinator.next_part("b").status == "dropped"
     assert coordinator.push("a", part_a.round_index, part_a.part_index, delta, base_version=0, seconds=0.1).accepted
+    with pytest.raises(ConfigurationError, match="no part .* was handed out"):
+        coordinator.push("a", 7, 0, delta, base_version=0, seconds=0.1)
 
 
 def test_the_even_baseline_splits_equally_whatever_the_speeds():
