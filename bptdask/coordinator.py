@@ -170,6 +170,8 @@ class TrainingCoordinator:
         self.checkpoints: dict[str, Any] = {"written": 0, "version": state.version, "errors": []}
         self.restored_version = state.version if restore is not None else None
         self.seen_version = state.version
+        if restore is None:
+            self.write_checkpoint()
 
     def _plan_for(self, epoch: int, workers: Iterable[str], done_chunks: Iterable[int] = ()) -> EpochPlan:
         return EpochPlan(

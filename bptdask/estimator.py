@@ -18,6 +18,7 @@ import numpy as np
 
 from bptdask import local
 from bptdask.backend import get_namespace, to_device, to_numpy
+from bptdask.checkpoint import CheckpointStore
 from bptdask.cluster import current_client, fit_on_cluster
 from bptdask.data import Dataset, ingest, open_dataset
 from bptdask.errors import ConfigurationError, DataError, NotFittedError
@@ -243,7 +244,13 @@ class BPTClassifier(ParamsMixin):
 
         return accuracy
 
-    def _fit_cluster(self, client, dataset: Dataset, validation_data) -> None:
+    def _adopt_checkpoint_seed(self, checkpoint) -> None:
+        """Resuming: shuffle and order chunks as the checkpointed run did."""
+        state = CheckpointStore(checkpoint).latest() if checkpoint is not None else None
+        if state is not None:
+            self._seed = int(state.config.get("seed", self._seed))
+
+    def _fit_cluster(self, client, dataset: Dataset, validation_data, checkpoint) -> None:
         settings = TrainingSettings(
             epochs=int(self.epochs), batch_size=int(self.batch_size), lr=self.lr, momentum=self.momentum,
             weight_decay=self.weight_decay, nesterov=self.nesterov, lr_schedule=self.lr_schedule,
@@ -254,6 +261,7 @@ class BPTClassifier(ParamsMixin):
             client, dataset, self.model_, {k: to_numpy(v) for k, v in self.params_.items()}, settings,
             mode=self.update, alpha0=self.merge_weight, gamma=self.staleness_decay, max_staleness=self.max_staleness,
             evaluate=self._validation_scorer(validation_data), target_accuracy=self.target_accuracy,
+            checkpoint=checkpoint,
         )
         self.params_ = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}
         self._state = self._optimizer().init_state(self.params_)
@@ -283,7 +291,7 @@ class BPTClassifier(ParamsMixin):
             print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
 
     # ------------------------------------------------------------ public API
-    def fit(self, X, y=None, *, validation_data: tuple[Any, Any] | None = None) -> BPTClassifier:
+    def fit(self, X, y=None, *, validation_data: tuple[Any, Any] | None = None, checkpoint=None) -> BPTClassifier:
         """Train from scratch for ``epochs`` passes, on a Dask cluster when there is a client.
 
         Parameters
@@ -293,6 +301,12 @@ class BPTClassifier(ParamsMixin):
         y : array, shape (N,), class labels of any sortable type; None for a dataset
         validation_data : (X_val, y_val), optional
             Scored after every epoch (in-process) or at the end (cluster) into ``history_``.
+        checkpoint : str or PathLike, optional
+            On a cluster: a directory (shared by the workers and this process) for
+            checkpoints. If it holds one of the same run (model, settings, data), the fit
+            resumes from it to the same final epoch, for example after this process was
+            killed; if the worker holding the global weights dies, training recreates
+            them from it and goes on.
 
         Notes
         -----
@@ -305,11 +319,16 @@ class BPTClassifier(ParamsMixin):
         if self.target_accuracy is not None and validation_data is None:
             raise ConfigurationError("target_accuracy needs validation_data=(X_val, y_val) in fit")
         client = self._resolve_client()
+        if checkpoint is not None and client is None:
+            raise ConfigurationError(
+                "checkpoint works with training on a Dask cluster; start a Client (or pass client=) to use it"
+            )
         if y is None:
             dataset = X if isinstance(X, Dataset) else open_dataset(X)
             self._initialize(dataset.sample_shape, np.asarray(dataset.classes), dataset.mean, dataset.std)
+            self._adopt_checkpoint_seed(checkpoint)
             if client is not None:
-                self._fit_cluster(client, dataset, validation_data)
+                self._fit_cluster(client, dataset, validation_data, checkpoint)
             else:
                 images, labels = dataset.read(0, dataset.num_chunks, subset="train")
                 self._fit_local(images, labels, validation_data)
@@ -326,12 +345,13 @@ class BPTClassifier(ParamsMixin):
                 f"training on a cluster stores X as a uint8 Zarr dataset, got dtype {X.dtype}; "
                 "pass uint8 images (0..255) or train in-process with client=None outside a Dask client"
             )
+        self._adopt_checkpoint_seed(checkpoint)
         with tempfile.TemporaryDirectory(prefix="bptdask-fit-") as scratch:
             dataset = ingest(
                 X, y_encoded, Path(scratch) / "train.zarr", classes=[str(c) for c in self.classes_],
                 chunk_size=int(self.chunk_size), test_size=0, seed=self._seed,
             )
-            self._fit_cluster(client, dataset, validation_data)
+            self._fit_cluster(client, dataset, validation_data, checkpoint)
         return self
 
     def partial_fit(self, X, y, classes=None) -> BPTClassifier:

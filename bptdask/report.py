@@ -50,6 +50,21 @@ def format_report(report: dict) -> str:
         )
     for worker, reason in report.get("lost_workers", {}).items():
         lines.append(f"lost {worker}: {reason}")
+    if report.get("resumed_from") is not None:
+        lines.append(f"resumed from the checkpoint of version {report['resumed_from']}")
+    for recovery in report.get("recoveries", []):
+        lines.append(
+            f"coordinator on {recovery['lost_coordinator']} lost at {recovery['seconds']:.1f} s; recreated on "
+            f"{recovery['new_coordinator']} from version {recovery['checkpoint_version']} "
+            f"({recovery['merges_lost']} merges lost)"
+        )
+    if report.get("invalid"):
+        lines.append(f"{report['invalid']} updates rejected for NaN/inf values")
+    checkpoints = report.get("checkpoints", {})
+    if checkpoints.get("written"):
+        lines.append(f"{checkpoints['written']} checkpoints written, the last of version {checkpoints['version']}")
+    for error in checkpoints.get("errors", []):
+        lines.append(f"checkpoint failed: {error}")
     return "\n".join(lines)
 
 

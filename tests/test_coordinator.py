@@ -166,3 +166,94 @@ def test_in_sgwu_nobody_runs_ahead_of_the_round():
     assert coordinator.next_part("a").status == "wait"
     assert _push(coordinator, "b", first_b).status == "merged"
     assert coordinator.next_part("a").round_index == 1
+
+
+def _drive(coordinator, workers, trained, *, stop_after=None, delta_value=1.0):
+    """Train zero-cost parts round-robin until finished (or ``stop_after`` merges); log chunks per epoch."""
+    merges = 0
+    while not coordinator.finished and (stop_after is None or merges < stop_after):
+        for worker in workers:
+            assignment = coordinator.next_part(worker)
+            if assignment.status != "train":
+                continue
+            params, version = coordinator.pull()
+            delta = {name: np.full_like(value, delta_value) for name, value in params.items()}
+            result = coordinator.push(
+                worker, assignment.round_index, assignment.part_index, delta, base_version=version, seconds=0.1
+            )
+            assert result.status == "merged"
+            trained.setdefault(assignment.epoch, []).extend(assignment.chunks)
+            merges += 1
+
+
+def test_a_coordinator_restored_from_a_checkpoint_trains_each_remaining_chunk_once(tmp_path):
+    _, first = start(epochs=3, checkpoint=tmp_path, checkpoint_every=3, config={"run": "digits"})
+    before = {}
+    _drive(first, ("a", "b"), before, stop_after=14)
+    state = first.store.latest()
+    assert state.version == 12 and state.generation == 0 and state.config == {"run": "digits"}
+    np.testing.assert_array_equal(state.params["0.bias"], first.pull()[0]["0.bias"] - 2), "two merges after it"
+    _, second = start(epochs=3, workers=("b", "c"), restore=state, checkpoint=tmp_path)
+    assert second.pull()[1] == 12 and second.generation == 1
+    after = {}
+    _drive(second, ("b", "c"), after)
+    everything = set(range(10))
+    for epoch in range(3):
+        done = state.open_epochs.get(epoch, list(everything) if epoch < state.epochs_done else [])
+        assert sorted(after.get(epoch, [])) == sorted(everything - set(done)), f"epoch {epoch}"
+    report = second.report()
+    assert report["epochs_done"] == 3 and report["restored_version"] == 12 and report["generation"] == 1
+    assert report["version"] == 12 + sum(1 for _ in report["merges"] if _["version"] > 12)
+    second.write_checkpoint()
+    assert second.store.latest().generation == 1
+
+
+def test_a_restored_sgwu_run_resumes_at_its_next_round(tmp_path):
+    _, first = start("sgwu", epochs=1, checkpoint=tmp_path, checkpoint_every=1)
+    for _ in range(2):  # two rounds of two parts
+        parts = {worker: coordinator_part for worker in ("a", "b") if (coordinator_part := first.next_part(worker))}
+        for worker, part in parts.items():
+            _push(first, worker, part)
+    state = first.store.latest()
+    assert state.version == 2 and len(state.open_epochs[0]) == 8
+    _, second = start("sgwu", epochs=1, restore=state)
+    assignment = second.next_part("a")
+    assert assignment.status == "train" and set(assignment.chunks) <= set(range(10)) - set(state.open_epochs[0])
+
+
+def test_a_silent_worker_is_dropped_and_its_late_push_revoked(monkeypatch):
+    _, coordinator = start(worker_timeout=5.0)
+    clock = [100.0]
+    monkeypatch.setattr("bptdask.coordinator.time.monotonic", lambda: clock[0])
+    held_a, held_b = coordinator.next_part("a"), coordinator.next_part("b")
+    clock[0] += 3
+    _push(coordinator, "a", held_a)
+    clock[0] += 3
+    assert coordinator.expire_silent() == ["b"], "b held its part 6 s without a call"
+    assert coordinator.report()["dropped"] == {"b": "silent for over 5 s"}
+    redo = coordinator.next_part("a")
+    assert sorted(redo.chunks) == sorted(held_b.chunks)
+    assert _push(coordinator, "b", held_b).status == "revoked"
+    assert coordinator.next_part("b").status == "dropped"
+    assert coordinator.report()["workers"]["b"]["revoked"] == 1
+
+
+def test_nan_updates_are_rejected_and_repeated_ones_stop_the_run(tmp_path):
+    _, coordinator = start(max_invalid=3, checkpoint=tmp_path, checkpoint_every=1)
+    good = coordinator.next_part("a")
+    assert _push(coordinator, "a", good).status == "merged"
+    weights = coordinator.pull()[0]
+    for attempt in range(3):
+        assignment = coordinator.next_part("b")
+        params, version = coordinator.pull()
+        nan = {name: np.full_like(value, np.nan) for name, value in params.items()}
+        result = coordinator.push(
+            "b", assignment.round_index, assignment.part_index, nan, base_version=version, seconds=0.1
+        )
+        assert result.status == "invalid"
+        assert coordinator.failure is None if attempt < 2 else "3 updates in a row held NaN" in coordinator.failure
+    assert coordinator.finished and coordinator.next_part("a").status == "finished"
+    for name, value in coordinator.pull()[0].items():
+        np.testing.assert_array_equal(value, weights[name])
+    assert coordinator.store.latest().version == 1 and coordinator.report()["invalid"] == 3
+    assert str(tmp_path) in coordinator.failure

@@ -25,6 +25,8 @@ FORBIDDEN = {
     "partition.py": ("dask", "distributed", "zarr", "bptdask.kernels"),
     "ps.py": ("dask", "distributed", "zarr"),
     "data": ("distributed", "dask.distributed"),
+    "checkpoint.py": ("dask", "distributed"),
+    "coordinator.py": ("dask", "distributed"),
     "estimator.py": ("bptdask.cli",),
 }
 

@@ -45,6 +45,9 @@ def add_parser(subparsers) -> None:
                        help="threads of each worker's training step (default: 1 per local worker; in-process: all cores)")
     train.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                        help="NumPy or CuPy; auto takes the GPU where CuPy sees one")
+    train.add_argument("--checkpoint", metavar="DIR",
+                       help="checkpoint directory shared with the workers: resume from it if it holds this run, "
+                            "and recover from a lost coordinator")
     train.add_argument("--output", help="save the trained model to this .npz file")
     train.add_argument("--report", help="write the cluster run's per-round report to this JSON file")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -84,6 +87,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise ConfigurationError(f"--workers must be >= 0, got {args.workers}")
     in_process = args.workers == 0 and args.scheduler is None
+    if in_process and args.checkpoint:
+        raise ConfigurationError("--checkpoint needs a cluster; drop --workers 0 or --checkpoint")
     (X, y), test = _training_data(args)
     where = nullcontext(None) if in_process else connect(
         args.scheduler, n_workers=args.workers, threads_per_worker=args.threads or 1
@@ -94,7 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
             client=client, device=args.device, n_threads=args.threads if in_process else None,
             random_state=args.seed, verbose=not args.quiet,
         )
-        classifier.fit(X, y, validation_data=test)
+        classifier.fit(X, y, validation_data=test, checkpoint=args.checkpoint)
     if test is not None:
         print(f"test accuracy: {classifier.score(*test):.4f} ({len(test[1])} images)")
     if classifier.report_ is not None:

@@ -1,0 +1,77 @@
+"""Clients and local clusters, and who is in the cluster now."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dask
+from distributed import Client, LocalCluster
+
+from bptdask.errors import ConfigurationError
+from bptdask.inner.runner import available_cores
+
+
+@contextmanager
+def connect(
+    scheduler: str | None = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    security=None,
+    worker_ttl: str | float | None = None,
+    **cluster_options,
+) -> Iterator[Client]:
+    """A client of the cluster at ``scheduler``, or of a new ``LocalCluster`` on loopback.
+
+    The local cluster (the embedded default) runs ``n_workers`` Nanny processes of
+    ``threads_per_worker`` threads (default: as many workers as fit the cores available to
+    this process), binds 127.0.0.1 only and has no dashboard unless
+    ``dashboard_address`` is passed; it is closed on exit. A cluster found at
+    ``scheduler`` is left running.
+
+    Parameters
+    ----------
+    security : distributed.security.Security, optional
+        TLS settings: for a ``tls://`` scheduler, or to run the local cluster over TLS
+        (``Security.temporary()`` makes a throw-away certificate).
+    worker_ttl : str or float, optional
+        The local scheduler's ``distributed.scheduler.worker-ttl``: how long a worker
+        may miss heartbeats (a frozen process) before the scheduler restarts it (its
+        Nanny starts a fresh one). Dask's default is 5 minutes.
+    """
+    if threads_per_worker < 1 or (n_workers is not None and n_workers < 1):
+        raise ConfigurationError(
+            f"need at least one worker of at least one thread, got n_workers={n_workers!r}, "
+            f"threads_per_worker={threads_per_worker!r}"
+        )
+    if scheduler is not None:
+        with Client(scheduler, security=security) as client:
+            yield client
+        return
+    workers = n_workers or max(1, available_cores() // threads_per_worker)
+    host = "tls://127.0.0.1" if security is not None and security.require_encryption else "127.0.0.1"
+    options = {"processes": True, "host": host, "dashboard_address": None, **cluster_options}
+    if security is not None:
+        options["security"] = security
+    settings = {} if worker_ttl is None else {"distributed.scheduler.worker-ttl": worker_ttl}
+    with dask.config.set(settings), LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, **options) as cluster, \
+            Client(cluster, security=security) as client:
+        yield client
+
+
+def worker_addresses(client: Client) -> list[str]:
+    """The addresses of the cluster's workers now, sorted, asked of the scheduler.
+
+    ``client.scheduler_info()`` can return a copy that the client's periodic refresh,
+    which asks for no workers, has just replaced: a membership check must not use it.
+    """
+    return sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+
+
+def current_client() -> Client | None:
+    """The active Dask client, or None when there is none."""
+    try:
+        return Client.current()
+    except ValueError:
+        return None
