@@ -140,7 +140,10 @@ def alternate(runners: dict, batches, rounds: int) -> dict[str, float]:
 
 def write_report(name: str, rows: list[dict], output: Path | None = None) -> Path:
     """Write ``rows`` with machine and version details to ``results/{name}.json``."""
-    import torch
+    try:
+        import torch
+    except ImportError:  # the PyTorch peer is optional
+        torch = None
 
     report = {
         "benchmark": name,
@@ -148,7 +151,7 @@ def write_report(name: str, rows: list[dict], output: Path | None = None) -> Pat
             "platform": platform.platform(), "processor": platform.processor(),
             "blas": [info.get("internal_api") for info in threadpool_info()],
         },
-        "versions": {"bptdask": bptdask.__version__, "numpy": np.__version__, "torch": torch.__version__},
+        "versions": {"bptdask": bptdask.__version__, "numpy": np.__version__, "torch": torch and torch.__version__},
         "rows": rows,
     }
     path = output or RESULTS / f"{name}.json"

@@ -15,6 +15,7 @@ The supervisor runs on the client and checks, four times a second:
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -64,7 +65,8 @@ class _Generation:
 def run_config(model: Sequential, settings: TrainingSettings, chunk_sizes: list[int], mode: str) -> dict:
     """What defines a run, for its checkpoints: a resume must match it (seed and device aside)."""
     described = {k: v for k, v in asdict(settings).items() if k not in ("seed", "device")}
-    return {"architecture": model.to_config(), "settings": described, "chunk_sizes": chunk_sizes, "mode": mode}
+    config = {"architecture": model.to_config(), "settings": described, "chunk_sizes": chunk_sizes, "mode": mode}
+    return json.loads(json.dumps(config))  # as a checkpoint stores it: tuples become lists
 
 
 def _check_resumable(state: CheckpointState, config: dict, store: CheckpointStore) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
 import bptdask
-from bptdask import datasets
+from bptdask import BPTClassifier, datasets
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +25,16 @@ def mnist(tmp_path_factory):
     path = tmp_path_factory.mktemp("outer") / "mnist-train.zarr"
     dataset = bptdask.ingest(*train, path, chunk_size=128, test_size=0)
     return train, test, dataset
+
+
+@pytest.fixture(scope="session")
+def score():
+    """``score(model, params, dataset, X, y)``: test accuracy of weights trained on ``dataset``."""
+
+    def accuracy(model, params, dataset, X, y):
+        classifier = BPTClassifier()
+        classifier.model_, classifier.params_, classifier.classes_ = model, params, np.arange(10)
+        classifier.mean_, classifier.std_ = dataset.mean, dataset.std
+        return classifier.score(X, y)
+
+    return accuracy

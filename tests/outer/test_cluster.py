@@ -7,7 +7,6 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 
 import bptdask
@@ -16,13 +15,6 @@ from bptdask.cluster import fit_on_cluster, simulate_slowdown, worker_addresses
 from bptdask.loop import TrainingSettings
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def _score(model, params, dataset, X, y):
-    clf = BPTClassifier()
-    clf.model_, clf.params_, clf.classes_ = model, params, np.arange(10)
-    clf.mean_, clf.std_ = dataset.mean, dataset.std
-    return clf.score(X, y)
 
 
 def test_tasks_run_where_pinned_and_every_chunk_is_trained_once_per_epoch(client, mnist):
@@ -84,7 +76,7 @@ def test_idpa_gives_the_faster_worker_the_larger_share(client, mnist):
     assert powers[0] > powers[1] > powers[2], powers
 
 
-def test_a_killed_worker_has_its_chunks_reallocated(client, mnist):
+def test_a_killed_worker_has_its_chunks_reallocated(client, mnist, score):
     _, (X_test, y_test), dataset = mnist
     workers = worker_addresses(client)
     victim = workers[2]
@@ -114,4 +106,4 @@ def test_a_killed_worker_has_its_chunks_reallocated(client, mnist):
     assert joined and report["workers"][joined[0]]["samples"] > 0, "the Nanny's replacement worker got work"
     assert report["epochs_done"] == 3
     assert sum(w["samples"] for w in report["workers"].values()) == 3 * 4000, "every chunk once per epoch"
-    assert _score(model, params, dataset, X_test, y_test) > 0.9
+    assert score(model, params, dataset, X_test, y_test) > 0.9
