@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -23,6 +24,8 @@ SEEN_VERSIONS: dict[str, int] = {}
 
 #: Worker-side states of a task that is still wanted (not cancelled by the client).
 _RUNNING = frozenset({"executing", "long-running", "resumed"})
+#: Seconds between checks that a task waiting on the coordinator is still wanted.
+_CHECK_SECONDS = 0.5
 
 
 class ClusterTrainingError(BptDaskError, RuntimeError):
@@ -113,17 +116,29 @@ def train_on_worker(
         rng=np.random.default_rng([settings.seed, *name.encode()]),
     )
 
+    def wanted() -> bool:
+        task = worker.state.tasks.get(key)
+        return task is not None and task.state in _RUNNING
+
     def call(method, *args, **kwargs):
-        return getattr(coordinator, method)(*args, **kwargs).result(timeout=call_timeout)
+        # A call to an actor that was released never answers: wait in slices, so that a
+        # cancelled task frees its thread at once instead of after call_timeout.
+        future = getattr(coordinator, method)(*args, **kwargs)
+        deadline = time.monotonic() + call_timeout
+        while True:
+            try:
+                return future.result(timeout=min(_CHECK_SECONDS, max(deadline - time.monotonic(), 0.001)))
+            except TimeoutError:
+                if not wanted():
+                    raise ClusterTrainingError(f"{name}: the task was cancelled while it called {method}") from None
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{name}: the coordinator did not answer {method} in {call_timeout} s") from None
 
     def saw(version: int) -> None:
         SEEN_VERSIONS[run_id] = max(SEEN_VERSIONS.get(run_id, 0), int(version))
 
     def next_part():
-        task = worker.state.tasks.get(key)
-        if task is None or task.state not in _RUNNING:
-            return Assignment("dropped")
-        return call("next_part", name)
+        return call("next_part", name) if wanted() else Assignment("dropped")
 
     def pull():
         params, version = call("pull")
