@@ -23,7 +23,7 @@ from concurrent.futures import CancelledError
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from distributed import Client, Future, wait
+from distributed import Client, Event, Future, wait
 
 from bptdask._typing import Params
 from bptdask.checkpoint import CheckpointState, CheckpointStore
@@ -58,6 +58,7 @@ class _Generation:
     future: Future
     home: str
     number: int
+    stop: str
     tasks: dict[str, _Task] = field(default_factory=dict)
     started_per_address: dict[str, int] = field(default_factory=dict)
 
@@ -243,33 +244,55 @@ class _Supervisor:
         return self._finish(generation, resumed_from)
 
     def _give_up_on_tasks(self, generation: _Generation, reason: str) -> None:
+        """Cancel every task of ``generation`` and tell their threads to stop.
+
+        Cancelling is not always enough: a task whose coordinator was lost may go on
+        executing on its worker, so the generation's stop event is set too.
+        """
+        Event(generation.stop, client=self.client).set()
         for name, task in generation.tasks.items():
             task.future.cancel()
             self.lost[name] = reason
         generation.tasks.clear()
 
+    def _ask(self, generation: _Generation, method: str, *args):
+        """Call the coordinator and wait for the answer, failing fast if its worker left.
+
+        A call to an actor whose worker died can stay unanswered, so the wait is cut
+        into slices between which the cluster's membership is checked.
+        """
+        future = getattr(generation.coordinator, method)(*args)
+        deadline = time.monotonic() + self.call_timeout
+        while True:
+            try:
+                return future.result(timeout=min(_POLL_SECONDS * 2, max(deadline - time.monotonic(), 0.001)))
+            except TimeoutError:
+                if generation.home not in worker_addresses(self.client):
+                    raise OSError(f"the coordinator's worker {generation.home} left the cluster") from None
+                if time.monotonic() >= deadline:
+                    raise
+
     def _poll(self, generation: _Generation) -> tuple[bool, str | None]:
         """Score finished epochs, drop silent workers; ``(finished, failure)``."""
-        coordinator = generation.coordinator
-        self._score_epochs(coordinator)
-        for name in coordinator.expire_silent().result(timeout=self.call_timeout):
+        self._score_epochs(generation)
+        for name in self._ask(generation, "expire_silent"):
             task = generation.tasks.pop(name, None)
             if task is not None:
                 task.future.cancel()
                 self.lost[name] = "silent: treated as frozen"
-        _, self.version, finished, failure = coordinator.progress().result(timeout=self.call_timeout)
+        _, self.version, finished, failure = self._ask(generation, "progress")
         return finished, failure
 
-    def _score_epochs(self, coordinator) -> None:
+    def _score_epochs(self, generation: _Generation) -> None:
         if self.evaluate is None:
             return
-        for kept in coordinator.take_epoch_weights().result(timeout=self.call_timeout):
+        for kept in self._ask(generation, "take_epoch_weights"):
             record = {key: kept[key] for key in ("epoch", "seconds", "version")}
             record["accuracy"] = float(self.evaluate(kept["params"]))
-            coordinator.record_evaluation(record).result(timeout=self.call_timeout)
+            self._ask(generation, "record_evaluation", record)
             if self.target_accuracy is not None and record["accuracy"] >= self.target_accuracy and not self.target_reached:
                 self.target_reached = True
-                coordinator.finish().result(timeout=self.call_timeout)
+                self._ask(generation, "finish")
 
     def _collect(self, generation: _Generation, present: set[str]) -> None:
         """Take in finished tasks; hand the chunks of failed or departed ones back."""
@@ -285,7 +308,7 @@ class _Supervisor:
                 continue
             del generation.tasks[name]
             if name in self.lost:
-                generation.coordinator.lose_worker(name, self.lost[name]).result(timeout=self.call_timeout)
+                self._ask(generation, "lose_worker", name, self.lost[name])
 
     def _staff(self, generation: _Generation, present: set[str]) -> None:
         """Give a task to every eligible worker that has none (new, restarted, or back)."""
@@ -307,7 +330,7 @@ class _Supervisor:
         placed_on = sorted(self.client.who_has(placed)[placed.key])
         if placed_on != [home]:
             raise ClusterTrainingError(f"the coordinator was placed on {placed_on}, not on {home} as asked")
-        generation = _Generation(coordinator, placed, home, number)
+        generation = _Generation(coordinator, placed, home, number, f"bptdask-stop-{self.run_id}-g{number}")
         for address in addresses:
             self._start_task(generation, address)
         return generation
@@ -317,7 +340,7 @@ class _Supervisor:
         generation.started_per_address[address] = count + 1
         name = address if count == 0 else f"{address}#{count + 1}"
         generation.tasks[name] = _Task(address, self.client.submit(
-            train_on_worker, address, name, self.run_id, generation.coordinator, self.dataset,
+            train_on_worker, address, name, self.run_id, generation.coordinator, generation.stop, self.dataset,
             self.model.to_config(), self.settings, list(map(float, self.dataset.mean)),
             list(map(float, self.dataset.std)), self.call_timeout, workers=[address], allow_other_workers=False,
             pure=False, key=f"bptdask-train-{self.run_id}-g{generation.number}-{name}",
@@ -350,11 +373,10 @@ class _Supervisor:
         return self._start(state.params, state, survivors, number=generation.number + 1)
 
     def _finish(self, generation: _Generation, resumed_from: int | None) -> tuple[Params, dict]:
-        coordinator = generation.coordinator
-        self._score_epochs(coordinator)
-        coordinator.write_checkpoint().result(timeout=self.call_timeout)
-        final, _ = coordinator.pull().result(timeout=self.call_timeout)
-        report = coordinator.report().result(timeout=self.call_timeout)
+        self._score_epochs(generation)
+        self._ask(generation, "write_checkpoint")
+        final, _ = self._ask(generation, "pull")
+        report = self._ask(generation, "report")
         if self.recoveries and report["seen_version"] > self.recoveries[-1]["checkpoint_version"]:
             last = self.recoveries[-1]
             last["merges_lost"] = max(last["merges_lost"], report["seen_version"] - last["checkpoint_version"])

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict
 
 import numpy as np
-from distributed import Client, get_worker
+from distributed import Client, Event, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from bptdask.backend import get_namespace
@@ -93,14 +93,15 @@ def read_chunks(dataset: Dataset, chunks: tuple[int, ...]) -> tuple[np.ndarray, 
 
 
 def train_on_worker(
-    address: str, name: str, run_id: str, coordinator, dataset: Dataset, model_config: dict,
+    address: str, name: str, run_id: str, coordinator, stop: str, dataset: Dataset, model_config: dict,
     settings: TrainingSettings, mean: list[float], std: list[float], call_timeout: float,
 ) -> dict:
     """The task pinned to ``address``: train parts as worker ``name`` until told to stop.
 
-    The task stops by itself once the client cancels it (a worker declared lost keeps
-    no thread busy after it resumes), and gives up on an actor call that takes longer
-    than ``call_timeout`` seconds.
+    The task stops by itself once the client cancels it or sets the Dask ``Event``
+    named ``stop`` (its coordinator was replaced), so a worker declared lost keeps no
+    thread busy after it resumes; it gives up on an actor call that takes longer than
+    ``call_timeout`` seconds.
     """
     worker = get_worker()
     if worker.address != address:
@@ -116,9 +117,10 @@ def train_on_worker(
         rng=np.random.default_rng([settings.seed, *name.encode()]),
     )
 
-    def wanted() -> bool:
+    def wanted(*, ask_scheduler: bool = False) -> bool:
         task = worker.state.tasks.get(key)
-        return task is not None and task.state in _RUNNING
+        running = task is not None and task.state in _RUNNING
+        return running and not (ask_scheduler and Event(stop).is_set())
 
     def call(method, *args, **kwargs):
         # A call to an actor that was released never answers: wait in slices, so that a
@@ -129,7 +131,7 @@ def train_on_worker(
             try:
                 return future.result(timeout=min(_CHECK_SECONDS, max(deadline - time.monotonic(), 0.001)))
             except TimeoutError:
-                if not wanted():
+                if not wanted(ask_scheduler=True):
                     raise ClusterTrainingError(f"{name}: the task was cancelled while it called {method}") from None
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"{name}: the coordinator did not answer {method} in {call_timeout} s") from None

@@ -4,8 +4,9 @@
 with SIGSTOP and resumed after it was dropped, (d) the client process killed and the fit
 resumed from its checkpoint, (e) NaN updates. Every run trains LeNet-5 for 15 epochs
 (batch 32 per worker) on the MNIST sample (4,000 training images, 1,000 test) and must
-reach 96.5%: fault-free runs of this budget measured 96.9-97.2% over seeds 0-2 (10
-epochs gave 96.5-97.0%, too close to the floor for 1,000 test images).
+reach 96%. Fault-free runs of this budget measured 96.3-97.2% (10 epochs: 95.9-97.0%):
+1,000 test images put a standard error of 0.5 points on a score, so a floor of 96.5%
+would fail fault-free runs too; ``benchmarks/chaos.py`` reports the accuracies.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from bptdask.loop import TrainingSettings
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 SETTINGS = TrainingSettings(epochs=15, batch_size=32, seed=0)
-FLOOR = 0.965
+FLOOR = 0.96
 
 
 @pytest.fixture
