@@ -153,12 +153,12 @@ class TrainingCoordinator:
         self.evaluations: list[dict] = list(state.evaluations)
         self.plans: list[EpochPlan] = [
             self._plan_for(epoch, self.workers, done) for epoch, done in sorted(state.open_epochs.items())
-        ] or [self._plan_for(self.epochs_done, self.workers)]
+        ] or [self._plan_for(min(self.epochs_done, epochs - 1), self.workers)]
         self.synced_round = self._first_round_to_train(self.plans[0], 0)
         self.issued: dict[tuple[str, int, int], tuple[EpochPlan, Part]] = {}
         self.round_reports: list[dict] = []
         self.started = time.time() - state.counts.get("elapsed_ms", 0) / 1000
-        self.finished_at: float | None = None
+        self.finished_at: float | None = time.time() if self.epochs_done >= epochs else None
         self.keep_epoch_weights = keep_epoch_weights
         self._epoch_weights: list[dict] = []
         self.dropped: dict[str, str] = {}

@@ -109,6 +109,7 @@ def test_loading_refuses_a_pickled_array_without_running_it(tmp_path):
     assert not marker.exists(), "loading a checkpoint ran code from it"
 
 
+@pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3 specification")
 @pytest.mark.parametrize(
     "codec, message",
     [
@@ -126,6 +127,7 @@ def test_loading_refuses_codecs_bptdask_never_writes(tmp_path, codec, message):
         load_checkpoint(directory)
 
 
+@pytest.mark.filterwarnings("ignore:The data type .* does not have a Zarr V3 specification")
 def test_loading_refuses_arrays_of_other_dtypes_and_shapes(tmp_path):
     directory = CheckpointStore(tmp_path).write(state())
     group = zarr.open_group(str(directory), mode="a")

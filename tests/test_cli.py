@@ -31,9 +31,10 @@ def test_train_on_a_zarr_dataset_writes_the_run_report(tmp_path, capsys):
     bptdask.ingest(*datasets.digits(random_state=0), tmp_path / "digits.zarr", chunk_size=50, test_size=0.2)
     report = tmp_path / "run.json"
     args = ["train", str(tmp_path / "digits.zarr"), "--padding", "2", "--epochs", "3", "--workers", "2", "--update", "sgwu",
-            "--report", str(report), "--quiet"]
+            "--report", str(report), "--quiet", "--checkpoint", str(tmp_path / "ckpt")]
     assert main(args) == 0
     out = capsys.readouterr().out
+    assert "checkpoints written, the last of version" in out
     accuracy = float(re.search(r"test accuracy: ([0-9.]+) \((\d+) images\)", out).group(1))
     assert accuracy > 0.8, out
     assert "3 epochs in" in out and "IDPA rounds" in out
@@ -41,6 +42,10 @@ def test_train_on_a_zarr_dataset_writes_the_run_report(tmp_path, capsys):
     assert saved["epochs_done"] == 3 and len(saved["worker_loops"]) == 2
     assert [e["epoch"] for e in saved["evaluations"]] == [1, 2, 3]
     assert all(merge["staleness"] == 0 for merge in saved["merges"])
+    assert main(args) == 0, "the same run again resumes from its final checkpoint: nothing left to train"
+    again = capsys.readouterr().out
+    assert f"resumed from the checkpoint of version {saved['version']}" in again
+    assert json.loads(report.read_text())["version"] == saved["version"]
 
 
 def test_errors_exit_2_with_a_message(tmp_path, capsys):
