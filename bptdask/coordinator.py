@@ -402,6 +402,8 @@ class TrainingCoordinator:
         self.dropped.setdefault(worker, reason)
         returned = 0
         for plan in self.plans:
+            if worker not in plan.workers:  # it never took part in this epoch, or was lost already
+                continue
             for part in plan.in_flight(worker):
                 key = self._key(plan, part)
                 if self.server.push_result(*key) is not None:

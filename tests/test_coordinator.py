@@ -120,6 +120,7 @@ def test_a_lost_workers_part_is_handed_to_another_worker():
     assert coordinator.push("a", part_a.round_index, part_a.part_index, delta, base_version=0, seconds=0.1).accepted
     with pytest.raises(ConfigurationError, match="no part .* was handed out"):
         coordinator.push("a", 7, 0, delta, base_version=0, seconds=0.1)
+    assert coordinator.lose_worker("never-seen") == 0 and coordinator.lose_worker("b") == 0
 
 
 def test_the_even_baseline_splits_equally_whatever_the_speeds():
