@@ -9,7 +9,8 @@ killed half-way leaves the previous checkpoint current; the oldest are pruned af
 new one lands (``keep``, default 2).
 
 A checkpoint holds the global weights (``params/{name}``, NumPy arrays), the merge log
-as columns (``merges/{field}``) and one JSON document in the group's attributes: the
+as one float64 table (``merges``, a row per merge, columns :data:`MERGE_COLUMNS`,
+workers as indices into a list) and one JSON document in the group's attributes: the
 version, generation, completed epochs, the completed chunks of every open epoch (IDPA
 state), the workers' measured powers, epoch end times, scores, and the run's
 configuration (training settings, merge rule, chunk sizes, architecture), which a resume
@@ -29,7 +30,7 @@ import re
 import shutil
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ FORMAT_NAME = "bptdask-checkpoints"
 FORMAT_VERSION = 1
 #: Codecs a checkpoint's arrays may use; an array naming any other is refused unread.
 SAFE_CODECS = frozenset({"bytes", "zstd", "gzip", "crc32c", "transpose", "blosc"})
+#: The merge log's columns, in the order of :class:`~bptdask.ps.MergeRecord`.
+MERGE_COLUMNS = [spec.name for spec in fields(MergeRecord)]
 _NAME = re.compile(r"^g(\d{4,})-v(\d{12,})$")
 _NUMERIC_KINDS = "fiub"
 
@@ -174,30 +177,30 @@ class CheckpointStore:
 
 
 def _write_group(directory: Path, state: CheckpointState) -> None:
-    document = {key: value for key, value in asdict(state).items() if key not in ("params", "merges")}
-    document["open_epochs"] = {str(epoch): sorted(map(int, chunks)) for epoch, chunks in state.open_epochs.items()}
-    document["format"], document["format_version"] = FORMAT_NAME, FORMAT_VERSION
-    document["params"] = {name: list(np.shape(value)) for name, value in state.params.items()}
     workers = sorted({record.worker for record in state.merges})
-    document["merge_workers"] = workers
+    document = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "version": state.version,
+        "generation": state.generation, "epochs_done": state.epochs_done,
+        "open_epochs": {str(epoch): sorted(map(int, chunks)) for epoch, chunks in state.open_epochs.items()},
+        "powers": state.powers, "config": state.config, "epoch_ends": state.epoch_ends,
+        "evaluations": state.evaluations, "counts": state.counts,
+        "params": {name: list(np.shape(value)) for name, value in state.params.items()},
+        "merge_columns": MERGE_COLUMNS, "merge_workers": workers,
+    }
     group = zarr.open_group(LocalStore(directory), mode="w-", attributes=document)
     for name, value in state.params.items():
         group.create_array(f"params/{name}", data=np.ascontiguousarray(value))
-    columns = _merge_columns(state.merges, workers)
-    for column, values in columns.items():
-        group.create_array(f"merges/{column}", data=values)
+    group.create_array("merges", data=_merge_table(state.merges, workers))
 
 
-def _merge_columns(records: list[MergeRecord], workers: list[str]) -> dict[str, np.ndarray]:
+def _merge_table(records: list[MergeRecord], workers: list[str]) -> np.ndarray:
+    """The merge log as a float64 table ``(n_merges, len(MERGE_COLUMNS))``; workers as indices."""
     code = {worker: index for index, worker in enumerate(workers)}
-    columns = {}
-    for spec in fields(MergeRecord):
-        values = [getattr(record, spec.name) for record in records]
-        if spec.name == "worker":
-            columns[spec.name] = np.asarray([code[v] for v in values], dtype=np.int64)
-        else:
-            columns[spec.name] = np.asarray(values, dtype=np.float64 if spec.type == "float" else np.int64)
-    return columns
+    rows = [
+        [code[record.worker] if column == "worker" else getattr(record, column) for column in MERGE_COLUMNS]
+        for record in records
+    ]
+    return np.asarray(rows, dtype=np.float64).reshape(len(records), len(MERGE_COLUMNS))
 
 
 def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
@@ -224,16 +227,19 @@ def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
         )
     try:
         params = {name: _read_numeric(group, f"params/{name}", tuple(shape)) for name, shape in document["params"].items()}
-        workers = document["merge_workers"]
-        n_merges = len(_read_numeric(group, "merges/version", None))
-        columns = {spec.name: _read_numeric(group, f"merges/{spec.name}", (n_merges,)) for spec in fields(MergeRecord)}
+        workers, columns = document["merge_workers"], document["merge_columns"]
+        if columns != MERGE_COLUMNS:
+            raise CheckpointError(f"{directory}: the merge log has columns {columns}, expected {MERGE_COLUMNS}")
+        table = _read_numeric(group, "merges", None)
+        if table.ndim != 2 or table.shape[1] != len(columns):
+            raise CheckpointError(f"{directory}: the merge log has shape {table.shape}")
+        kinds = {spec.name: spec.type for spec in fields(MergeRecord)}
         merges = [
             MergeRecord(**{
-                spec.name: workers[int(columns[spec.name][i])] if spec.name == "worker"
-                else (float if spec.type == "float" else int)(columns[spec.name][i])
-                for spec in fields(MergeRecord)
+                column: workers[int(value)] if column == "worker" else (float if kinds[column] == "float" else int)(value)
+                for column, value in zip(columns, row)
             })
-            for i in range(n_merges)
+            for row in table
         ]
         return CheckpointState(
             params=params, version=int(document["version"]), generation=int(document["generation"]),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -95,6 +96,10 @@ class TrainingCoordinator:
         Directory to write checkpoints to (:class:`~bptdask.checkpoint.CheckpointStore`).
     checkpoint_every : int
         Merges between checkpoints.
+    background_checkpoints : bool
+        Write the periodic checkpoints on a thread of their own (from a copy taken
+        between merges), so that merging never waits for the disk; a checkpoint falls
+        due again while one is still being written is skipped.
     config : dict
         JSON description of the run, stored in every checkpoint (a resume checks it).
     restore : CheckpointState, optional
@@ -124,6 +129,7 @@ class TrainingCoordinator:
         keep_epoch_weights: bool = False,
         checkpoint: str | None = None,
         checkpoint_every: int = 50,
+        background_checkpoints: bool = True,
         config: dict[str, Any] | None = None,
         restore: CheckpointState | None = None,
         worker_timeout: float | None = None,
@@ -167,6 +173,9 @@ class TrainingCoordinator:
         self.max_invalid, self.invalid_streak, self.failure = max_invalid, 0, None
         self.store = CheckpointStore(checkpoint) if checkpoint is not None else None
         self.checkpoint_every = checkpoint_every
+        background = self.store is not None and background_checkpoints
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="bptdask-checkpoint") if background else None
+        self._writing: Future | None = None
         self.checkpoints: dict[str, Any] = {"written": 0, "version": state.version, "errors": []}
         self.restored_version = state.version if restore is not None else None
         self.seen_version = state.version
@@ -273,8 +282,14 @@ class TrainingCoordinator:
             self.synced_round = self._first_round_to_train(plan, self.synced_round + 1)
         self._close_finished_epochs()
         if result.status == "merged" and self.server.version - self.checkpoints["version"] >= self.checkpoint_every:
-            self.write_checkpoint()
+            self._checkpoint_periodically()
         return result
+
+    def _checkpoint_periodically(self) -> None:
+        if self._writer is None:
+            self.write_checkpoint()
+        elif self._writing is None or self._writing.done():
+            self._writing = self._writer.submit(self._write, self.snapshot())
 
     def _count_invalid(self, worker: str, key: tuple[str, int, int]) -> None:
         self.invalid_streak += 1
@@ -345,14 +360,18 @@ class TrainingCoordinator:
         )
 
     def write_checkpoint(self) -> int | None:
-        """Write a checkpoint now (if a directory was given); returns its version.
+        """Write a checkpoint now (if a directory was given) and wait for it; returns its version.
 
         A failed write is recorded in the report and warned about; training goes on
         and the previous checkpoint stays current.
         """
         if self.store is None:
             return None
-        state = self.snapshot()
+        if self._writing is not None:
+            self._writing.result()
+        return self._write(self.snapshot())
+
+    def _write(self, state: CheckpointState) -> int | None:
         try:
             self.store.write(state)
         except Exception as exc:
@@ -360,7 +379,7 @@ class TrainingCoordinator:
             warnings.warn(f"checkpoint of version {state.version} failed: {exc!r}", RuntimeWarning, stacklevel=2)
             return None
         self.checkpoints["written"] += 1
-        self.checkpoints["version"] = state.version
+        self.checkpoints["version"] = max(self.checkpoints["version"], state.version)
         return state.version
 
     # ------------------------------------------------------------ membership

@@ -188,7 +188,9 @@ def _drive(coordinator, workers, trained, *, stop_after=None, delta_value=1.0):
 
 
 def test_a_coordinator_restored_from_a_checkpoint_trains_each_remaining_chunk_once(tmp_path):
-    _, first = start(epochs=3, checkpoint=tmp_path, checkpoint_every=3, config={"run": "digits"})
+    _, first = start(
+        epochs=3, checkpoint=tmp_path, checkpoint_every=3, background_checkpoints=False, config={"run": "digits"}
+    )
     before = {}
     _drive(first, ("a", "b"), before, stop_after=14)
     state = first.store.latest()
@@ -210,7 +212,7 @@ def test_a_coordinator_restored_from_a_checkpoint_trains_each_remaining_chunk_on
 
 
 def test_a_restored_sgwu_run_resumes_at_its_next_round(tmp_path):
-    _, first = start("sgwu", epochs=1, checkpoint=tmp_path, checkpoint_every=1)
+    _, first = start("sgwu", epochs=1, checkpoint=tmp_path, checkpoint_every=1, background_checkpoints=False)
     for _ in range(2):  # two rounds of two parts
         parts = {worker: coordinator_part for worker in ("a", "b") if (coordinator_part := first.next_part(worker))}
         for worker, part in parts.items():
@@ -240,7 +242,7 @@ def test_a_silent_worker_is_dropped_and_its_late_push_revoked(monkeypatch):
 
 
 def test_nan_updates_are_rejected_and_repeated_ones_stop_the_run(tmp_path):
-    _, coordinator = start(max_invalid=3, checkpoint=tmp_path, checkpoint_every=1)
+    _, coordinator = start(max_invalid=3, checkpoint=tmp_path, checkpoint_every=1, background_checkpoints=False)
     good = coordinator.next_part("a")
     assert _push(coordinator, "a", good).status == "merged"
     weights = coordinator.pull()[0]
@@ -258,3 +260,12 @@ def test_nan_updates_are_rejected_and_repeated_ones_stop_the_run(tmp_path):
         np.testing.assert_array_equal(value, weights[name])
     assert coordinator.store.latest().version == 1 and coordinator.report()["invalid"] == 3
     assert str(tmp_path) in coordinator.failure
+
+
+def test_periodic_checkpoints_are_written_in_the_background(tmp_path):
+    _, coordinator = start(epochs=1, checkpoint=tmp_path, checkpoint_every=2)
+    _drive(coordinator, ("a", "b"), {})
+    assert coordinator.write_checkpoint() == coordinator.pull()[1], "the final checkpoint waits for the disk"
+    report = coordinator.report()["checkpoints"]
+    assert report["errors"] == [] and report["written"] >= 2 and report["version"] == coordinator.pull()[1]
+    assert coordinator.store.latest().version == coordinator.pull()[1]

@@ -89,7 +89,8 @@ def test_a_killed_coordinator_is_recreated_from_the_newest_checkpoint(cluster, m
     killer.join()
     [recovery] = report["recoveries"]
     assert recovery["lost_coordinator"] == workers[0] and report["coordinator"] != workers[0]
-    assert 0 <= recovery["merges_lost"] < 10, "at most the merges since the last checkpoint"
+    # Checkpoints are due every 10 merges and written in the background (~30 ms each).
+    assert 0 <= recovery["merges_lost"] < 20, "at most the merges since the last checkpoint"
     assert report["merges_lost"] == recovery["merges_lost"] and report["generation"] == 1
     assert report["restored_version"] == recovery["checkpoint_version"] > 0
     assert_every_epoch_done(report)
