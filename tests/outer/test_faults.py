@@ -1,8 +1,9 @@
 """Fault tests on a real LocalCluster of Nanny processes: each kills or freezes a real process.
 
 (a) a worker killed mid-epoch, (b) the coordinator's worker killed, (c) a worker frozen
-with SIGSTOP and resumed after it was dropped, (d) the client process killed and the fit
-resumed from its checkpoint, (e) NaN updates. Every run trains LeNet-5 for 15 epochs
+with SIGSTOP and resumed after it was dropped (and the same for the coordinator's
+worker), (d) the client process killed and the fit resumed from its checkpoint, (e) NaN
+updates. Every run trains LeNet-5 for 15 epochs
 (batch 32 per worker) on the MNIST sample (4,000 training images, 1,000 test) and must
 reach 96%. Fault-free runs of this budget measured 96.3-97.2% (10 epochs: 95.9-97.0%):
 1,000 test images put a standard error of 0.5 points on a score, so a floor of 96.5%
@@ -116,6 +117,27 @@ def test_a_frozen_worker_is_dropped_and_its_late_push_revoked(cluster, mnist, sc
     assert report["workers"][victim]["revoked"] >= 1, "its push after SIGCONT was revoked"
     assert f"{victim}#2" in report["worker_loops"], "after it resumed, it joined again under a new name"
     assert_every_epoch_done(report)
+    assert score(model, params, dataset, X_test, y_test) >= FLOOR
+
+
+def test_a_frozen_coordinator_is_replaced_after_the_call_timeout(cluster, mnist, score, tmp_path):
+    _, (X_test, y_test), dataset = mnist
+    workers = worker_addresses(cluster)
+    pid = cluster.run(os.getpid)[workers[0]]
+    freezer = later(4.0, lambda: os.kill(pid, signal.SIGSTOP))
+    thawer = later(4.0 + 10.0, lambda: os.kill(pid, signal.SIGCONT))
+    try:
+        model, params, report = fit(cluster, dataset, checkpoint=tmp_path, checkpoint_every=10, call_timeout=5.0)
+    finally:
+        freezer.join()
+        thawer.join()
+        os.kill(pid, signal.SIGCONT)
+    [recovery] = report["recoveries"]
+    assert recovery["lost_coordinator"] == workers[0] and "TimeoutError" in recovery["reason"]
+    assert report["coordinator"] != workers[0]
+    assert_every_epoch_done(report)
+    latest = CheckpointStore(tmp_path).latest()
+    assert (latest.generation, latest.version) == (1, report["version"]), "the new generation's final checkpoint"
     assert score(model, params, dataset, X_test, y_test) >= FLOOR
 
 
