@@ -30,6 +30,8 @@ import re
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,52 @@ class CheckpointStore:
                     raise
                 warnings.warn(f"skipping damaged checkpoint {name}: {exc}", RuntimeWarning, stacklevel=2)
         return None
+
+
+class CheckpointWriter:
+    """Writes a run's checkpoints every ``every`` versions, in the background if asked.
+
+    :meth:`merged` is called after each merge with a function that snapshots the run:
+    once ``every`` versions have passed since the last checkpoint, the snapshot is
+    taken there and then (consistent), and written on a thread of its own when
+    ``background`` is true, so the caller never waits for the disk; a checkpoint that
+    falls due while one is being written is taken after it. A failed write is recorded
+    in :attr:`status` and warned about; the previous checkpoint stays current.
+    """
+
+    def __init__(self, store: CheckpointStore, *, every: int, background: bool = True, version: int = 0):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigurationError(f"checkpoint_every must be an integer >= 1, got {every!r}")
+        self.store, self.every = store, every
+        self.status: dict[str, Any] = {"written": 0, "version": version, "errors": []}
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="bptdask-checkpoint") if background else None
+        self._writing: Future | None = None
+
+    def merged(self, version: int, snapshot: Callable[[], CheckpointState]) -> None:
+        """A merge produced ``version``: checkpoint ``snapshot()`` if one is due."""
+        if version - self.status["version"] < self.every:
+            return
+        if self._thread is None:
+            self._write(snapshot())
+        elif self._writing is None or self._writing.done():
+            self._writing = self._thread.submit(self._write, snapshot())
+
+    def write(self, state: CheckpointState) -> int | None:
+        """Write ``state`` now, after any write in progress; its version, or None if it failed."""
+        if self._writing is not None:
+            self._writing.result()
+        return self._write(state)
+
+    def _write(self, state: CheckpointState) -> int | None:
+        try:
+            self.store.write(state)
+        except Exception as exc:
+            self.status["errors"] = [*self.status["errors"][-4:], f"v{state.version}: {exc!r}"]
+            warnings.warn(f"checkpoint of version {state.version} failed: {exc!r}", RuntimeWarning, stacklevel=2)
+            return None
+        self.status["written"] += 1
+        self.status["version"] = max(self.status["version"], state.version)
+        return state.version
 
 
 def _write_group(directory: Path, state: CheckpointState) -> None:

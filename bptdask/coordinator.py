@@ -27,14 +27,12 @@ resumes changes nothing. A push holding NaN or infinite values is rejected; afte
 from __future__ import annotations
 
 import time
-import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bptdask._typing import Params
-from bptdask.checkpoint import CheckpointState, CheckpointStore
+from bptdask.checkpoint import CheckpointState, CheckpointStore, CheckpointWriter
 from bptdask.errors import ConfigurationError
 from bptdask.partition import EpochPlan, Part, PowerEstimator
 from bptdask.ps import PushResult, WeightServer
@@ -137,9 +135,8 @@ class TrainingCoordinator:
     ):
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigurationError(f"epochs must be a positive integer, got {epochs!r}")
-        for name, value in (("checkpoint_every", checkpoint_every), ("max_invalid", max_invalid)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(max_invalid, bool) or not isinstance(max_invalid, int) or max_invalid < 1:
+            raise ConfigurationError(f"max_invalid must be an integer >= 1, got {max_invalid!r}")
         if worker_timeout is not None and not worker_timeout > 0:
             raise ConfigurationError(f"worker_timeout must be None or a number of seconds > 0, got {worker_timeout!r}")
         state = restore or CheckpointState(params, 0, -1, 0, {0: []}, {}, config or {})
@@ -172,11 +169,9 @@ class TrainingCoordinator:
         self.worker_timeout = worker_timeout
         self.max_invalid, self.invalid_streak, self.failure = max_invalid, 0, None
         self.store = CheckpointStore(checkpoint) if checkpoint is not None else None
-        self.checkpoint_every = checkpoint_every
-        background = self.store is not None and background_checkpoints
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="bptdask-checkpoint") if background else None
-        self._writing: Future | None = None
-        self.checkpoints: dict[str, Any] = {"written": 0, "version": state.version, "errors": []}
+        self.writer = None if self.store is None else CheckpointWriter(
+            self.store, every=checkpoint_every, background=background_checkpoints, version=state.version
+        )
         self.restored_version = state.version if restore is not None else None
         self.seen_version = state.version
         if restore is None:
@@ -281,15 +276,9 @@ class TrainingCoordinator:
         if self.mode == "sgwu" and result.status == "merged":
             self.synced_round = self._first_round_to_train(plan, self.synced_round + 1)
         self._close_finished_epochs()
-        if result.status == "merged" and self.server.version - self.checkpoints["version"] >= self.checkpoint_every:
-            self._checkpoint_periodically()
+        if result.status == "merged" and self.writer is not None:
+            self.writer.merged(self.server.version, self.snapshot)
         return result
-
-    def _checkpoint_periodically(self) -> None:
-        if self._writer is None:
-            self.write_checkpoint()
-        elif self._writing is None or self._writing.done():
-            self._writing = self._writer.submit(self._write, self.snapshot())
 
     def _count_invalid(self, worker: str, key: tuple[str, int, int]) -> None:
         self.invalid_streak += 1
@@ -360,27 +349,11 @@ class TrainingCoordinator:
         )
 
     def write_checkpoint(self) -> int | None:
-        """Write a checkpoint now (if a directory was given) and wait for it; returns its version.
+        """Write a checkpoint now (if a directory was given) and wait for it; its version.
 
-        A failed write is recorded in the report and warned about; training goes on
-        and the previous checkpoint stays current.
+        None when there is no directory or the write failed (recorded in the report).
         """
-        if self.store is None:
-            return None
-        if self._writing is not None:
-            self._writing.result()
-        return self._write(self.snapshot())
-
-    def _write(self, state: CheckpointState) -> int | None:
-        try:
-            self.store.write(state)
-        except Exception as exc:
-            self.checkpoints["errors"] = [*self.checkpoints["errors"][-4:], f"v{state.version}: {exc!r}"]
-            warnings.warn(f"checkpoint of version {state.version} failed: {exc!r}", RuntimeWarning, stacklevel=2)
-            return None
-        self.checkpoints["written"] += 1
-        self.checkpoints["version"] = max(self.checkpoints["version"], state.version)
-        return state.version
+        return None if self.writer is None else self.writer.write(self.snapshot())
 
     # ------------------------------------------------------------ membership
     def expire_silent(self) -> list[str]:
@@ -473,7 +446,7 @@ class TrainingCoordinator:
             "invalid": self.server.invalid,
             "failure": self.failure,
             "dropped": dict(self.dropped),
-            "checkpoints": dict(self.checkpoints),
+            "checkpoints": dict(self.writer.status) if self.writer is not None else {"written": 0, "errors": []},
             "evaluations": list(self.evaluations),
             "rounds": list(self.round_reports),
             "workers": {

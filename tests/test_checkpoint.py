@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import zarr
 
-from bptdask.checkpoint import CheckpointState, CheckpointStore, check_checkpoint_path, load_checkpoint
+from bptdask.checkpoint import (
+    CheckpointState, CheckpointStore, CheckpointWriter, check_checkpoint_path, load_checkpoint,
+)
 from bptdask.errors import CheckpointError, ConfigurationError
 from bptdask.ps import MergeRecord
 
@@ -154,3 +156,23 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     os.remove(newest / "params" / "0.weight" / "zarr.json")
     with pytest.warns(RuntimeWarning, match="skipping damaged checkpoint g0000-v000000000004"):
         assert store.latest().version == 3
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_the_writer_checkpoints_when_due_and_records_a_failed_write(tmp_path, background):
+    writer = CheckpointWriter(CheckpointStore(tmp_path), every=5, background=background)
+    taken = []
+
+    def snapshot(version):
+        taken.append(version)
+        return state(version)
+
+    for version in range(1, 12):
+        writer.merged(version, lambda: snapshot(version))
+    writer.write(state(12))
+    assert taken[0] == 5 and writer.status["written"] == len(taken) + 1 and writer.status["version"] == 12
+    broken = state(13)
+    broken.params["0.bias"] = object()
+    with pytest.warns(RuntimeWarning, match="checkpoint of version 13 failed"):
+        assert writer.write(broken) is None
+    assert len(writer.status["errors"]) == 1 and writer.store.latest().version == 12
