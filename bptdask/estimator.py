@@ -79,6 +79,11 @@ class BPTClassifier(ParamsMixin):
         Parameter and activation dtype.
     random_state : int or None
         Seeds weight init, shuffling and dropout; None draws a fresh seed.
+    checkpoint_every : int, default 50
+        On a cluster with ``fit(..., checkpoint=DIR)``: merges between checkpoints.
+    worker_timeout : float, default 60
+        On a cluster: seconds a worker may hold a part without a word before it is
+        treated as lost (frozen); see :func:`bptdask.cluster.fit_on_cluster`.
     verbose : bool, default False
         Show progress bars and per-epoch lines.
 
@@ -122,6 +127,8 @@ class BPTClassifier(ParamsMixin):
         n_threads: int | None = None,
         dtype: str = "float32",
         random_state: int | None = None,
+        checkpoint_every: int = 50,
+        worker_timeout: float = 60.0,
         verbose: bool = False,
     ):
         self.architecture = architecture
@@ -143,6 +150,8 @@ class BPTClassifier(ParamsMixin):
         self.n_threads = n_threads
         self.dtype = dtype
         self.random_state = random_state
+        self.checkpoint_every = checkpoint_every
+        self.worker_timeout = worker_timeout
         self.verbose = verbose
 
     # ------------------------------------------------------------ helpers
@@ -150,12 +159,14 @@ class BPTClassifier(ParamsMixin):
         return SGD(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
 
     def _check_settings(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         if self.n_threads is not None and (not isinstance(self.n_threads, (int, np.integer)) or self.n_threads < 1):
             raise ConfigurationError(f"n_threads must be a positive integer or None, got {self.n_threads!r}")
+        if not (isinstance(self.worker_timeout, (int, float, np.number)) and self.worker_timeout > 0):
+            raise ConfigurationError(f"worker_timeout must be a number of seconds > 0, got {self.worker_timeout!r}")
         if self.update not in ("agwu", "sgwu"):
             raise ConfigurationError(f"update must be 'agwu' or 'sgwu', got {self.update!r}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
@@ -261,7 +272,7 @@ class BPTClassifier(ParamsMixin):
             client, dataset, self.model_, {k: to_numpy(v) for k, v in self.params_.items()}, settings,
             mode=self.update, alpha0=self.merge_weight, gamma=self.staleness_decay, max_staleness=self.max_staleness,
             evaluate=self._validation_scorer(validation_data), target_accuracy=self.target_accuracy,
-            checkpoint=checkpoint,
+            checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every), worker_timeout=self.worker_timeout,
         )
         self.params_ = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}
         self._state = self._optimizer().init_state(self.params_)
