@@ -219,6 +219,11 @@ def test_training_works_on_a_tls_cluster(mnist, score):
     assert score(model, params, dataset, X_test, y_test) >= 0.9
 
 
+def test_connect_lowers_the_schedulers_worker_ttl():
+    with bptdask.cluster.connect(n_workers=1, worker_ttl="7s") as client:
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl) == 7.0
+
+
 def test_the_fault_free_run_of_this_budget_reaches_the_floor(cluster, mnist, score):
     _, (X_test, y_test), dataset = mnist
     model, params, report = fit(cluster, dataset)
