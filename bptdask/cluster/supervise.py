@@ -31,7 +31,7 @@ from bptdask.cluster.connect import worker_addresses
 from bptdask.cluster.worker import ClusterTrainingError, train_on_worker
 from bptdask.coordinator import TrainingCoordinator
 from bptdask.data import Dataset
-from bptdask.errors import CheckpointError, ConfigurationError, TrainingDivergedError
+from bptdask.errors import BptDaskError, CheckpointError, ConfigurationError, TrainingDivergedError
 from bptdask.loop import TrainingSettings
 from bptdask.model import Sequential
 
@@ -39,8 +39,12 @@ from bptdask.model import Sequential
 CHUNKS_PER_WORKER_PER_ROUND = 4
 #: Tasks one address may be given by one coordinator (a task that keeps failing stops there).
 TASKS_PER_ADDRESS = 3
-#: Errors that mean the coordinator actor cannot be reached.
+#: Errors of an actor call that mean the coordinator cannot be reached.
 _ACTOR_LOST = (OSError, RuntimeError, TimeoutError, CancelledError)
+
+
+class _CoordinatorLost(Exception):
+    """The coordinator actor cannot be reached: its worker died, left or froze."""
 _POLL_SECONDS = 0.25
 
 
@@ -222,12 +226,12 @@ class _Supervisor:
             present = set(worker_addresses(self.client))
             try:
                 if generation.home not in present:
-                    raise OSError(f"the coordinator's worker {generation.home} left the cluster")
+                    raise _CoordinatorLost(f"its worker {generation.home} left the cluster")
                 finished, failure = self._poll(generation)
                 self._collect(generation, present)
                 if not finished:
                     self._staff(generation, present)
-            except _ACTOR_LOST as exc:
+            except _CoordinatorLost as exc:
                 generation = self._recover(generation, present, exc)
                 continue
             if finished:
@@ -268,9 +272,13 @@ class _Supervisor:
                 return future.result(timeout=min(_POLL_SECONDS * 2, max(deadline - time.monotonic(), 0.001)))
             except TimeoutError:
                 if generation.home not in worker_addresses(self.client):
-                    raise OSError(f"the coordinator's worker {generation.home} left the cluster") from None
+                    raise _CoordinatorLost(f"its worker {generation.home} left the cluster") from None
                 if time.monotonic() >= deadline:
-                    raise
+                    raise _CoordinatorLost(f"{method} got no answer in {self.call_timeout} s") from None
+            except BptDaskError:
+                raise
+            except _ACTOR_LOST as exc:
+                raise _CoordinatorLost(f"{method} failed: {type(exc).__name__}: {exc}") from exc
 
     def _poll(self, generation: _Generation) -> tuple[bool, str | None]:
         """Score finished epochs, drop silent workers; ``(finished, failure)``."""
@@ -348,7 +356,7 @@ class _Supervisor:
 
     def _recover(self, generation: _Generation, present: set[str], error: BaseException) -> _Generation:
         """Recreate the coordinator on a surviving worker from the newest checkpoint."""
-        reason = f"{type(error).__name__}: {error}"
+        reason = str(error)
         if self.store is None:
             raise ClusterTrainingError(
                 f"the coordinator on {generation.home} was lost ({reason}); pass checkpoint=DIRECTORY so that "
