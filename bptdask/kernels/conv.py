@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bptdask._typing import Array
 from bptdask.backend import array_namespace, device_kernels
+from bptdask.kernels.gemm import matmul
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -111,7 +112,7 @@ def conv2d_forward(
     o, c, kh, kw = weight.shape
     col = im2col(x, (kh, kw), stride, padding)
     oh, ow, n = col.shape[3:]
-    y = weight.reshape(o, c * kh * kw) @ col.reshape(c * kh * kw, oh * ow * n)
+    y = matmul(weight.reshape(o, c * kh * kw), col.reshape(c * kh * kw, oh * ow * n))
     if bias is not None:
         y += bias[:, None]
     y = y.reshape(o, oh, ow, n).transpose(3, 0, 1, 2)
@@ -151,10 +152,10 @@ def conv2d_backward(
     k = col.shape[0] * col.shape[1] * col.shape[2]
     dy_rows = dy.transpose(1, 2, 3, 0).reshape(o, -1)
     col_rows = col.reshape(k, -1)
-    dweight = (dy_rows @ col_rows.T).reshape(weight.shape)
+    dweight = matmul(dy_rows, col_rows.T).reshape(weight.shape)
     dbias = dy_rows.sum(axis=1)
     dx = None
     if need_input_grad:
-        dcol = weight.reshape(o, k).T @ dy_rows
+        dcol = matmul(weight.reshape(o, k).T, dy_rows)
         dx = col2im(dcol.reshape(col.shape), input_shape, stride, padding)
     return dx, dweight, dbias

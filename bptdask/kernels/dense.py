@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from bptdask._typing import Array
+from bptdask.kernels.gemm import matmul
 
 
 def dense_forward(x: Array, weight: Array, bias: Array | None) -> Array:
     """``x`` ``(N, in)``, ``weight`` ``(out, in)``, ``bias`` ``(out,)`` -> ``(N, out)``."""
-    y = x @ weight.T
+    y = matmul(x, weight.T)
     if bias is not None:
         y += bias
     return y
@@ -30,5 +31,5 @@ def dense_backward(
     dweight : array, shape (out, in)
     dbias : array, shape (out,)
     """
-    dx = dy @ weight if need_input_grad else None
-    return dx, dy.T @ x, dy.sum(axis=0)
+    dx = matmul(dy, weight) if need_input_grad else None
+    return dx, matmul(dy.T, x), dy.sum(axis=0)
