@@ -409,9 +409,24 @@ class BPTClassifier(ParamsMixin):
         return self.classes_[proba.argmax(axis=1)]
 
     def score(self, X, y) -> float:
-        """Mean accuracy of :meth:`predict` on ``(X, y)``."""
+        """Mean accuracy of :meth:`predict` on ``(X, y)``.
+
+        Raises
+        ------
+        DataError
+            When no label of ``y`` is one of ``classes_`` (for example class indices
+            from ``Dataset.read`` against the class names a dataset fit learned).
+        """
+        self._check_fitted()
+        y = check_targets(y, len(X))
+        if len(y) and not np.isin(y, self.classes_).any():
+            raise DataError(
+                f"none of the labels in y (such as {y[:3].tolist()}) is one of the classes "
+                f"{self.classes_.tolist()[:10]}; pass labels of the same kind, e.g. np.asarray(clf.classes_)[indices] "
+                "for the class indices a bptdask dataset stores"
+            )
         predicted = np.asarray(self.predict(X))
-        return float((predicted == check_targets(y, len(predicted))).mean())
+        return float((predicted == y).mean())
 
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (NPZ, no pickle) atomically."""

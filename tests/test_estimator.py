@@ -185,3 +185,12 @@ def test_errors_are_catchable_as_builtins():
 def test_predict_rejects_images_of_another_size(fitted):
     with pytest.raises(DataError, match=r"images of shape \(1, 28, 28\), the model was fitted on \(1, 8, 8\)"):
         fitted.predict(np.zeros((2, 1, 28, 28), np.uint8))
+
+
+def test_score_refuses_labels_of_another_kind_than_the_classes():
+    X, y = datasets.digits(random_state=0)
+    names = np.asarray([str(label) for label in y])
+    clf = BPTClassifier(partial(lenet5, padding=2), epochs=1, random_state=0).fit(X[:200], names[:200])
+    assert 0 <= clf.score(X[:20], names[:20]) <= 1
+    with pytest.raises(DataError, match=r"none of the labels in y \(such as \[\d, \d, \d\]\) is one of the classes"):
+        clf.score(X[:20], y[:20])
