@@ -273,17 +273,20 @@ class BPTClassifier(ParamsMixin):
             mode=self.update, alpha0=self.merge_weight, gamma=self.staleness_decay, max_staleness=self.max_staleness,
             evaluate=self._validation_scorer(validation_data), target_accuracy=self.target_accuracy,
             checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every), worker_timeout=self.worker_timeout,
+            on_epoch=(lambda record: self._print(_cluster_record(record))) if self.verbose else None,
         )
         self.params_ = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}
         self._state = self._optimizer().init_state(self.params_)
-        self.history_ = [
-            {"epoch": e["epoch"], "seconds": e["seconds"], "merges": e["version"], "val_accuracy": e["accuracy"]}
-            for e in self.report_["evaluations"]
-        ] or [{"epoch": self.report_["epochs_done"], "seconds": time.perf_counter() - started,
-               "merges": self.report_["version"]}]
-        if self.verbose:
-            for record in self.history_:
-                print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        self.history_ = [_cluster_record(e) for e in self.report_["evaluations"]]
+        if not self.history_:
+            self.history_ = [{"epoch": self.report_["epochs_done"], "seconds": time.perf_counter() - started,
+                              "merges": self.report_["version"]}]
+            if self.verbose:
+                self._print(self.history_[0])
+
+    @staticmethod
+    def _print(record: dict) -> None:
+        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
 
     def _run_epoch(self, X: np.ndarray, y_encoded: np.ndarray, optimizer: SGD, validation_data) -> None:
         started = time.perf_counter()
@@ -299,7 +302,7 @@ class BPTClassifier(ParamsMixin):
             record["val_accuracy"] = self.score(*validation_data)
         self.history_.append(record)
         if self.verbose:
-            print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            self._print(record)
 
     # ------------------------------------------------------------ public API
     def fit(self, X, y=None, *, validation_data: tuple[Any, Any] | None = None, checkpoint=None) -> BPTClassifier:
@@ -468,3 +471,9 @@ def _predict_block(estimator: BPTClassifier, block: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["BPTClassifier"]
+
+
+def _cluster_record(evaluation: dict) -> dict:
+    """A ``history_`` entry from one of a cluster fit's epoch evaluations."""
+    return {"epoch": evaluation["epoch"], "seconds": evaluation["seconds"], "merges": evaluation["version"],
+            "val_accuracy": evaluation["accuracy"]}

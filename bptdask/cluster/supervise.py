@@ -99,6 +99,7 @@ def fit_on_cluster(
     workers: list[str] | None = None,
     evaluate: Callable[[Params], float] | None = None,
     target_accuracy: float | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
     checkpoint: str | None = None,
     checkpoint_every: int = 50,
     worker_timeout: float = 60.0,
@@ -131,6 +132,9 @@ def fit_on_cluster(
         the end of every epoch (recorded in the report's ``"evaluations"``).
     target_accuracy : float, optional
         End the run once ``evaluate`` reaches it (needs ``evaluate``).
+    on_epoch : callable, optional
+        Called here with each epoch's evaluation (epoch, seconds, version, accuracy)
+        as soon as it is scored, for progress output.
     checkpoint : str or PathLike, optional
         Directory on a file system the workers and this process share. Checkpoints are
         written there every ``checkpoint_every`` merges and at the end; if it already
@@ -187,7 +191,7 @@ def fit_on_cluster(
     )
     supervisor = _Supervisor(
         client, dataset, model, settings, options, store=store, only=workers, evaluate=evaluate,
-        target_accuracy=target_accuracy, call_timeout=call_timeout,
+        target_accuracy=target_accuracy, on_epoch=on_epoch, call_timeout=call_timeout,
     )
     return supervisor.run({k: np.asarray(v) for k, v in params.items()}, resume, addresses, timeout=timeout)
 
@@ -196,10 +200,11 @@ class _Supervisor:
     """Runs one fit: generations of coordinator + tasks, recoveries, the final report."""
 
     def __init__(self, client, dataset, model, settings, options, *, store, only, evaluate, target_accuracy,
-                 call_timeout):
+                 on_epoch, call_timeout):
         self.client, self.dataset, self.model, self.settings = client, dataset, model, settings
         self.options, self.store, self.only, self.call_timeout = options, store, only, call_timeout
         self.evaluate, self.target_accuracy, self.target_reached = evaluate, target_accuracy, False
+        self.on_epoch = on_epoch
         self.run_id = uuid.uuid4().hex[:8]
         self.summaries: dict[str, dict] = {}
         self.lost: dict[str, str] = {}
@@ -298,6 +303,8 @@ class _Supervisor:
             record = {key: kept[key] for key in ("epoch", "seconds", "version")}
             record["accuracy"] = float(self.evaluate(kept["params"]))
             self._ask(generation, "record_evaluation", record)
+            if self.on_epoch is not None:
+                self.on_epoch(record)
             if self.target_accuracy is not None and record["accuracy"] >= self.target_accuracy and not self.target_reached:
                 self.target_reached = True
                 self._ask(generation, "finish")
