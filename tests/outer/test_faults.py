@@ -3,11 +3,10 @@
 (a) a worker killed mid-epoch, (b) the coordinator's worker killed, (c) a worker frozen
 with SIGSTOP and resumed after it was dropped (and the same for the coordinator's
 worker), (d) the client process killed and the fit resumed from its checkpoint, (e) NaN
-updates. Every run trains LeNet-5 for 15 epochs
-(batch 32 per worker) on the MNIST sample (4,000 training images, 1,000 test) and must
-reach 96%. Fault-free runs of this budget measured 96.3-97.2% (10 epochs: 95.9-97.0%):
-1,000 test images put a standard error of 0.5 points on a score, so a floor of 96.5%
-would fail fault-free runs too; ``benchmarks/chaos.py`` reports the accuracies.
+updates. Every run trains LeNet-5 for 20 epochs (batch 32 per worker) on the MNIST sample
+(4,000 training images, 1,000 test) and must reach 96.5%. Fault-free runs of this budget
+measured 97.1-97.5% over 7 runs; 15 epochs gave 96.3-97.6% and 10 epochs 95.9-97.0%, too
+close to the floor for a test set whose standard error is 0.5 points.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from bptdask.loop import TrainingSettings
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
-SETTINGS = TrainingSettings(epochs=15, batch_size=32, seed=0)
-FLOOR = 0.96
+SETTINGS = TrainingSettings(epochs=20, batch_size=32, seed=0)
+FLOOR = 0.965
 
 
 @pytest.fixture
@@ -162,7 +161,7 @@ scheduler, data, checkpoint = sys.argv[1:]
 with Client(scheduler) as client:
     model = bptdask.models.lenet5()
     fit_on_cluster(client, bptdask.open_dataset(data), model, model.init_params(0),
-                   TrainingSettings(epochs=15, batch_size=32, seed=0), checkpoint=checkpoint, checkpoint_every=10)
+                   TrainingSettings(epochs=20, batch_size=32, seed=0), checkpoint=checkpoint, checkpoint_every=10)
 """
 
 
@@ -181,14 +180,14 @@ def test_a_killed_client_resumes_from_its_checkpoint_to_the_same_epoch_count(clu
     process.kill()
     process.wait()
     killed_at = store.latest()
-    assert 3 <= killed_at.epochs_done < 15
+    assert 3 <= killed_at.epochs_done < 20
     model, params, report = fit(cluster, dataset, checkpoint=checkpoints, checkpoint_every=10)
     assert report["resumed_from"] >= killed_at.version and report["generation"] >= 1
     assert_every_epoch_done(report)
     trained = sum(w["samples"] for w in report["workers"].values())
     resumed = CheckpointStore(checkpoints)
     assert trained < SETTINGS.epochs * 4000, "the resumed fit did not start over"
-    assert resumed.latest().epochs_done == 15
+    assert resumed.latest().epochs_done == 20
     assert score(model, params, dataset, X_test, y_test) >= FLOOR
 
 
