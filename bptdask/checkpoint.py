@@ -25,6 +25,7 @@ fsync-ed, so a power loss may.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -79,6 +80,17 @@ class CheckpointState:
     def name(self) -> str:
         """The checkpoint's directory name, ordered by (generation, version)."""
         return f"g{self.generation:04d}-v{self.version:012d}"
+
+
+def describe_run(architecture: dict, settings: dict, chunk_sizes: list[int], mode: str) -> dict[str, Any]:
+    """What defines a run, as its checkpoints store it; a resume must match it.
+
+    ``settings`` are the training settings as a dict; their seed and device may differ
+    on a resume (the checkpoint's seed is used), so they are left out.
+    """
+    described = {key: value for key, value in settings.items() if key not in ("seed", "device")}
+    config = {"architecture": architecture, "settings": described, "chunk_sizes": chunk_sizes, "mode": mode}
+    return json.loads(json.dumps(config))  # as the JSON header stores it: tuples become lists
 
 
 def check_checkpoint_path(path: str | os.PathLike) -> Path:
@@ -141,6 +153,15 @@ class CheckpointStore:
             return []
         found = [p.name for p in self.path.iterdir() if p.is_dir() and _NAME.match(p.name)]
         return sorted(found, key=lambda name: tuple(map(int, _NAME.match(name).groups())))
+
+    def check_resumable(self, state: CheckpointState, config: dict[str, Any]) -> None:
+        """Refuse to resume ``state`` for a run described otherwise (:func:`describe_run`)."""
+        differences = sorted(key for key in config if state.config.get(key) != config[key])
+        if differences:
+            raise CheckpointError(
+                f"the checkpoint in {self.path} is of another run: its {', '.join(differences)} differ from this "
+                "fit's; fit with the same model, settings and dataset to resume, or pass a new checkpoint directory"
+            )
 
     def write(self, state: CheckpointState) -> Path:
         """Write ``state`` as a new checkpoint, atomically; returns its directory."""

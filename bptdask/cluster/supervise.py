@@ -15,7 +15,6 @@ The supervisor runs on the client and checks, four times a second:
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -26,12 +25,12 @@ import numpy as np
 from distributed import Client, Event, Future, wait
 
 from bptdask._typing import Params
-from bptdask.checkpoint import CheckpointState, CheckpointStore
+from bptdask.checkpoint import CheckpointState, CheckpointStore, describe_run
 from bptdask.cluster.connect import worker_addresses
 from bptdask.cluster.worker import ClusterTrainingError, train_on_worker
 from bptdask.coordinator import TrainingCoordinator
 from bptdask.data import Dataset
-from bptdask.errors import BptDaskError, CheckpointError, ConfigurationError, TrainingDivergedError
+from bptdask.errors import BptDaskError, ConfigurationError, TrainingDivergedError
 from bptdask.loop import TrainingSettings
 from bptdask.model import Sequential
 
@@ -65,22 +64,6 @@ class _Generation:
     stop: str
     tasks: dict[str, _Task] = field(default_factory=dict)
     started_per_address: dict[str, int] = field(default_factory=dict)
-
-
-def run_config(model: Sequential, settings: TrainingSettings, chunk_sizes: list[int], mode: str) -> dict:
-    """What defines a run, for its checkpoints: a resume must match it (seed and device aside)."""
-    described = {k: v for k, v in asdict(settings).items() if k not in ("seed", "device")}
-    config = {"architecture": model.to_config(), "settings": described, "chunk_sizes": chunk_sizes, "mode": mode}
-    return json.loads(json.dumps(config))  # as a checkpoint stores it: tuples become lists
-
-
-def _check_resumable(state: CheckpointState, config: dict, store: CheckpointStore) -> None:
-    differences = sorted(key for key in config if state.config.get(key) != config[key])
-    if differences:
-        raise CheckpointError(
-            f"the checkpoint in {store.path} is of another run: its {', '.join(differences)} differ from this "
-            "fit's; fit with the same model, settings and dataset to resume, or pass a new checkpoint directory"
-        )
 
 
 def fit_on_cluster(
@@ -173,10 +156,10 @@ def fit_on_cluster(
     if not any(chunk_sizes):
         raise ConfigurationError(f"{dataset.location} has no training samples")
     store = CheckpointStore(checkpoint) if checkpoint is not None else None
-    config = run_config(model, settings, chunk_sizes, mode)
+    config = describe_run(model.to_config(), asdict(settings), chunk_sizes, mode)
     resume = store.latest() if store is not None else None
     if resume is not None:
-        _check_resumable(resume, config, store)
+        store.check_resumable(resume, config)
         settings = TrainingSettings(**{**asdict(settings), "seed": int(resume.config.get("seed", settings.seed))})
     config["seed"] = settings.seed
     addresses = sorted(workers or worker_addresses(client))
