@@ -23,6 +23,7 @@ FORBIDDEN = {
     "models.py": ("dask", "distributed", "zarr"),
     "inner": ("dask.distributed", "distributed", "zarr"),
     "partition.py": ("dask", "distributed", "zarr", "bptdask.kernels"),
+    "allocation.py": ("dask", "distributed", "zarr", "bptdask.kernels", "numpy"),
     "ps.py": ("dask", "distributed", "zarr"),
     "data": ("distributed", "dask.distributed"),
     "checkpoint.py": ("dask", "distributed"),
