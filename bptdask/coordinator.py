@@ -1,18 +1,12 @@
 """The training coordinator: IDPA allocation and the global weights behind one object.
 
-A :class:`TrainingCoordinator` runs an epoch after epoch of :class:`~bptdask.partition.EpochPlan`
-and holds a :class:`~bptdask.ps.WeightServer`. Workers call
+A :class:`TrainingCoordinator` runs the epochs of an :class:`~bptdask.schedule.EpochSchedule`
+(AGWU lets a free worker start the next epoch; SGWU keeps every worker in the round being
+synchronised) and holds a :class:`~bptdask.ps.WeightServer`. Workers call
 :meth:`~TrainingCoordinator.next_part` (work pulling), :meth:`~TrainingCoordinator.pull`
 and :meth:`~TrainingCoordinator.push_and_pull` (push an update, get the weights back in
 the same round trip). It is a plain class, tested without a cluster; the
 ``cluster`` room runs it as a Dask actor, whose sync methods execute one at a time.
-
-Rounds are numbered across epochs (``epoch * rounds_per_epoch + round``) so that every
-merge key ``(worker, round, part)`` is unique for the whole run. In AGWU mode a worker
-with nothing left to take in the current epoch starts on the next one while the last
-parts of the current epoch are still being trained (at most two epochs are open), so an
-epoch's tail idles nobody; an epoch closes, in order, when all its chunks are merged. In
-SGWU mode no worker gets a part of round ``r + 1`` before round ``r`` has been merged.
 
 Faults: the coordinator writes a checkpoint (:mod:`bptdask.checkpoint`) every
 ``checkpoint_every`` merges, and a new coordinator can start from one (``restore``). A
@@ -32,10 +26,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bptdask._typing import Params
+from bptdask.allocation import PowerEstimator
 from bptdask.checkpoint import CheckpointState, CheckpointStore, CheckpointWriter
 from bptdask.errors import ConfigurationError
-from bptdask.partition import EpochPlan, Part, PowerEstimator
+from bptdask.partition import EpochPlan, Part
 from bptdask.ps import PushResult, WeightServer
+from bptdask.schedule import EpochSchedule
 
 
 @dataclass(frozen=True)
@@ -90,14 +86,10 @@ class TrainingCoordinator:
     keep_epoch_weights : bool
         Keep a copy of ``W`` at the end of every epoch until :meth:`take_epoch_weights`
         collects it, so that each epoch can be scored however fast epochs pass.
-    checkpoint : str or PathLike, optional
-        Directory to write checkpoints to (:class:`~bptdask.checkpoint.CheckpointStore`).
-    checkpoint_every : int
-        Merges between checkpoints.
-    background_checkpoints : bool
-        Write the periodic checkpoints on a thread of their own (from a copy taken
-        between merges), so that merging never waits for the disk; a checkpoint falls
-        due again while one is still being written is skipped.
+    checkpoint, checkpoint_every, background_checkpoints
+        Directory to write checkpoints to every ``checkpoint_every`` merges, on a
+        thread of their own if ``background_checkpoints``
+        (:class:`~bptdask.checkpoint.CheckpointWriter`).
     config : dict
         JSON description of the run, stored in every checkpoint (a resume checks it).
     restore : CheckpointState, optional
@@ -151,17 +143,17 @@ class TrainingCoordinator:
         self.config = config or state.config
         self.estimator = PowerEstimator(powers=state.powers)
         self.workers: dict[str, WorkerRecord] = {worker: WorkerRecord() for worker in worker_names}
-        self.epochs_done = state.epochs_done
+        self.schedule = EpochSchedule(
+            self.chunk_sizes, self.workers, epochs=epochs, seed=seed, chunks_per_round=chunks_per_round,
+            balance=balance, estimator=self.estimator, lockstep=mode == "sgwu", epochs_done=state.epochs_done,
+            open_epochs=state.open_epochs,
+        )
         self.epoch_ends: list[float] = list(state.epoch_ends)
         self.evaluations: list[dict] = list(state.evaluations)
-        self.plans: list[EpochPlan] = [
-            self._plan_for(epoch, self.workers, done) for epoch, done in sorted(state.open_epochs.items())
-        ] or [self._plan_for(min(self.epochs_done, epochs - 1), self.workers)]
-        self.synced_round = self._first_round_to_train(self.plans[0], 0)
         self.issued: dict[tuple[str, int, int], tuple[EpochPlan, Part]] = {}
         self.round_reports: list[dict] = []
         self.started = time.time() - state.counts.get("elapsed_ms", 0) / 1000
-        self.finished_at: float | None = time.time() if self.epochs_done >= epochs else None
+        self.finished_at: float | None = time.time() if state.epochs_done >= epochs else None
         self.keep_epoch_weights = keep_epoch_weights
         self._epoch_weights: list[dict] = []
         self.dropped: dict[str, str] = {}
@@ -177,24 +169,9 @@ class TrainingCoordinator:
         if restore is None:
             self.write_checkpoint()
 
-    def _plan_for(self, epoch: int, workers: Iterable[str], done_chunks: Iterable[int] = ()) -> EpochPlan:
-        return EpochPlan(
-            self.chunk_sizes, sorted(workers), epoch=epoch, seed=self.seed, chunks_per_round=self.chunks_per_round,
-            estimator=self.estimator, balance=self.balance, done_chunks=done_chunks,
-        )
-
-    @staticmethod
-    def _first_round_to_train(plan: EpochPlan, start: int) -> int:
-        """The first round from ``start`` that has chunks to train (restored rounds may have none)."""
-        sizes = plan.round_sizes
-        while start < len(sizes) - 1 and sizes[start] == 0:
-            start += 1
-        return start
-
-    @staticmethod
-    def _key(plan: EpochPlan, part: Part) -> tuple[str, int, int]:
-        """``(worker, round numbered across epochs, part)``: unique for the whole run."""
-        return part.worker, plan.epoch * plan.n_rounds + part.round_index, part.part_index
+    @property
+    def epochs_done(self) -> int:
+        return self.schedule.epochs_done
 
     @property
     def finished(self) -> bool:
@@ -202,12 +179,7 @@ class TrainingCoordinator:
 
     # ------------------------------------------------------------ worker calls
     def next_part(self, worker: str) -> Assignment:
-        """The next part for ``worker`` (work pulling), or ``wait`` / ``finished``.
-
-        In AGWU mode a worker with nothing left in the open epoch starts on the next
-        one (at most two epochs are open at once), so nobody idles at an epoch's tail.
-        In SGWU mode every worker stays inside the round being synchronised.
-        """
+        """The next part for ``worker`` (work pulling), or ``wait`` / ``finished`` / ``dropped``."""
         if worker in self.dropped:
             return Assignment("dropped")
         self.last_seen[worker] = time.monotonic()
@@ -215,24 +187,13 @@ class TrainingCoordinator:
             return Assignment("finished")
         if worker not in self.workers:
             self.add_worker(worker)
-        if self.mode == "sgwu":
-            found = self._next_in(self.plans[0], worker, through_round=self.synced_round)
-        else:
-            found = next((f for plan in self.plans if (f := self._next_in(plan, worker)) is not None), None)
-            if found is None and len(self.plans) == 1 and self.plans[0].epoch + 1 < self.epochs:
-                self.plans.append(self._plan_for(self.plans[0].epoch + 1, self.plans[0].workers))
-                found = self._next_in(self.plans[1], worker)
+        found = self.schedule.next_part(worker)
         if found is None:
             return Assignment("wait")
         plan, part = found
-        key = self._key(plan, part)
+        key = self.schedule.key(plan, part)
         self.issued[key] = (plan, part)
         return Assignment("train", plan.epoch, key[1], part.part_index, part.chunks)
-
-    @staticmethod
-    def _next_in(plan: EpochPlan, worker: str, through_round: int | None = None):
-        part = plan.next_part(worker, through_round=through_round)
-        return None if part is None else (plan, part)
 
     def pull(self) -> tuple[Params, int]:
         """``(copy of W, version)``."""
@@ -274,7 +235,7 @@ class TrainingCoordinator:
             record.busy_seconds += seconds
             record.staleness.append(result.staleness)
         if self.mode == "sgwu" and result.status == "merged":
-            self.synced_round = self._first_round_to_train(plan, self.synced_round + 1)
+            self.schedule.round_merged(plan)
         self._close_finished_epochs()
         if result.status == "merged" and self.writer is not None:
             self.writer.merged(self.server.version, self.snapshot)
@@ -323,7 +284,7 @@ class TrainingCoordinator:
         Parts already handed out may still be pushed and merged.
         """
         if not self.finished:
-            for plan in self.plans:
+            for plan in self.schedule.plans:
                 self._record_rounds(plan)
             self.finished_at = time.time()
 
@@ -341,7 +302,7 @@ class TrainingCoordinator:
         params, version = self.server.pull()
         return CheckpointState(
             params=params, version=version, generation=self.generation, epochs_done=self.epochs_done,
-            open_epochs={plan.epoch: plan.done_chunks for plan in self.plans}, powers=self.estimator.known,
+            open_epochs=self.schedule.done_chunks, powers=self.estimator.known,
             config=self.config, merges=self.server.merge_records(), epoch_ends=list(self.epoch_ends),
             evaluations=list(self.evaluations),
             counts={"elapsed_ms": int(1000 * (time.time() - self.started)), "rejected": self.server.rejected,
@@ -367,7 +328,7 @@ class TrainingCoordinator:
             return []
         now, expired = time.monotonic(), []
         for worker in list(self.workers):
-            held = [part for plan in self.plans for part in plan.in_flight(worker)]
+            held = [part for plan in self.schedule.plans for part in plan.in_flight(worker)]
             if worker in self.dropped or not held:
                 continue
             power = self.estimator.power(worker)
@@ -382,9 +343,7 @@ class TrainingCoordinator:
         if worker in self.dropped:
             raise ConfigurationError(f"worker {worker!r} was dropped ({self.dropped[worker]}); join under a new name")
         self.workers.setdefault(worker, WorkerRecord())
-        for plan in self.plans:
-            if worker not in plan.workers:
-                plan.add_worker(worker)
+        self.schedule.add_worker(worker)
 
     def lose_worker(self, worker: str, reason: str = "lost") -> int:
         """A worker is gone: its unfinished chunks go back to the others. Returns how many parts.
@@ -392,16 +351,9 @@ class TrainingCoordinator:
         The worker is dropped for good: its later pushes are revoked.
         """
         self.dropped.setdefault(worker, reason)
-        returned = 0
-        for plan in self.plans:
-            if worker not in plan.workers:  # it never took part in this epoch, or was lost already
-                continue
-            for part in plan.in_flight(worker):
-                key = self._key(plan, part)
-                if self.server.push_result(*key) is not None:
-                    plan.complete(part, seconds=1e-9)
-                self.issued.pop(key, None)
-            returned += len(plan.lose_worker(worker))
+        returned, released = self.schedule.lose_worker(worker, lambda key: self.server.push_result(*key) is not None)
+        for key in released:
+            self.issued.pop(key, None)
         self._close_finished_epochs()
         return returned
 
@@ -414,21 +366,18 @@ class TrainingCoordinator:
 
     def _close_finished_epochs(self) -> None:
         """Close the oldest open epochs whose chunks are all trained; finish after the last."""
-        while self.plans and self.plans[0].done and not self.finished:
-            plan = self.plans.pop(0)
+        if self.finished:
+            return
+        for plan in self.schedule.close_finished():
             self._record_rounds(plan)
-            self.epochs_done += 1
             self.epoch_ends.append(time.time() - self.started)
             if self.keep_epoch_weights:
                 params, version = self.server.pull()
                 self._epoch_weights.append(
-                    {"epoch": self.epochs_done, "version": version, "seconds": self.epoch_ends[-1], "params": params}
+                    {"epoch": plan.epoch + 1, "version": version, "seconds": self.epoch_ends[-1], "params": params}
                 )
-            if self.epochs_done >= self.epochs:
-                self.finished_at = time.time()
-            elif not self.plans:
-                self.plans.append(self._plan_for(plan.epoch + 1, plan.workers))
-                self.synced_round = 0
+        if self.epochs_done >= self.epochs:
+            self.finished_at = time.time()
 
     def report(self) -> dict:
         """Rounds (busy time, makespan, idle fraction), per-worker totals, merges and powers.

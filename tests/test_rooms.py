@@ -28,6 +28,7 @@ FORBIDDEN = {
     "data": ("distributed", "dask.distributed"),
     "checkpoint.py": ("dask", "distributed"),
     "coordinator.py": ("dask", "distributed"),
+    "schedule.py": ("dask", "distributed", "zarr"),
     "estimator.py": ("bptdask.cli",),
 }
 
