@@ -253,8 +253,11 @@ class _Supervisor:
         A call to an actor whose worker died can stay unanswered, so the wait is cut
         into slices between which the cluster's membership is checked.
         """
-        future = getattr(generation.coordinator, method)(*args)
         deadline = time.monotonic() + self.call_timeout
+        try:
+            future = getattr(generation.coordinator, method)(*args)  # raises at once once the actor is known lost
+        except _ACTOR_LOST as exc:
+            raise _CoordinatorLost(f"{method} failed: {type(exc).__name__}: {exc}") from exc
         while True:
             try:
                 return future.result(timeout=min(_POLL_SECONDS * 2, max(deadline - time.monotonic(), 0.001)))
