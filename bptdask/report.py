@@ -52,6 +52,8 @@ def format_report(report: dict) -> str:
         lines.append(f"lost {worker}: {reason}")
     if report.get("resumed_from") is not None:
         lines.append(f"resumed from the checkpoint of version {report['resumed_from']}")
+    if report.get("restarted_tasks"):
+        lines.append(f"{len(report['restarted_tasks'])} tasks restarted against a recreated coordinator")
     for recovery in report.get("recoveries", []):
         lines.append(
             f"coordinator on {recovery['lost_coordinator']} lost at {recovery['seconds']:.1f} s; recreated on "

@@ -140,8 +140,10 @@ def fit_on_cluster(
     report : dict
         The coordinator's report (rounds, per-worker totals, merges, evaluations,
         checkpoints, dropped workers) plus ``"worker_loops"`` (each task's summary),
-        ``"lost_workers"``, ``"recoveries"`` (each recreated coordinator: when, why, the
-        checkpoint's version and the merges lost) and ``"merges_lost"``.
+        ``"lost_workers"`` (task name -> why), ``"restarted_tasks"`` (tasks of surviving
+        workers restarted against a recreated coordinator), ``"recoveries"`` (each
+        recreated coordinator: when, why, the checkpoint's version and the merges lost)
+        and ``"merges_lost"``.
 
     Raises
     ------
@@ -192,6 +194,7 @@ class _Supervisor:
         self.summaries: dict[str, dict] = {}
         self.lost: dict[str, str] = {}
         self.recoveries: list[dict] = []
+        self.restarted: list[str] = []
         self.version = 0
         self.started = time.monotonic()
 
@@ -227,7 +230,8 @@ class _Supervisor:
                 if not generation.tasks:
                     break
                 if time.monotonic() - finished_at > self.call_timeout:  # a task frozen after the end
-                    self._give_up_on_tasks(generation, "still running after the run finished")
+                    for name in self._stop_tasks(generation):
+                        self.lost[name] = "still running after the run finished"
                     break
             elif not generation.tasks:
                 raise ClusterTrainingError(f"every worker failed: {self.lost}")
@@ -235,17 +239,17 @@ class _Supervisor:
             raise TrainingDivergedError(failure)
         return self._finish(generation, resumed_from)
 
-    def _give_up_on_tasks(self, generation: _Generation, reason: str) -> None:
-        """Cancel every task of ``generation`` and tell their threads to stop.
+    def _stop_tasks(self, generation: _Generation) -> dict[str, _Task]:
+        """Cancel every task of ``generation``, tell their threads to stop; returns them.
 
         Cancelling is not always enough: a task whose coordinator was lost may go on
         executing on its worker, so the generation's stop event is set too.
         """
         Event(generation.stop, client=self.client).set()
-        for name, task in generation.tasks.items():
+        stopped, generation.tasks = generation.tasks, {}
+        for task in stopped.values():
             task.future.cancel()
-            self.lost[name] = reason
-        generation.tasks.clear()
+        return stopped
 
     def _ask(self, generation: _Generation, method: str, *args):
         """Call the coordinator and wait for the answer, failing fast if its worker left.
@@ -355,7 +359,11 @@ class _Supervisor:
                 f"the coordinator on {generation.home} was lost ({reason}); pass checkpoint=DIRECTORY so that "
                 "training can recreate it and go on"
             ) from error
-        self._give_up_on_tasks(generation, f"its coordinator was lost ({reason})")
+        for name, task in self._stop_tasks(generation).items():
+            if task.address == generation.home:
+                self.lost[name] = f"its worker held the lost coordinator ({reason})"
+            else:
+                self.restarted.append(name)
         generation.future.cancel()
         survivors = sorted(present - {generation.home})
         if self.only is not None:
@@ -382,8 +390,8 @@ class _Supervisor:
             last = self.recoveries[-1]
             last["merges_lost"] = max(last["merges_lost"], report["seen_version"] - last["checkpoint_version"])
         report.update(
-            worker_loops=self.summaries, lost_workers=self.lost, coordinator=generation.home,
-            recoveries=self.recoveries, merges_lost=sum(r["merges_lost"] for r in self.recoveries),
+            worker_loops=self.summaries, lost_workers=self.lost, restarted_tasks=self.restarted,
+            coordinator=generation.home, recoveries=self.recoveries, merges_lost=sum(r["merges_lost"] for r in self.recoveries),
             resumed_from=resumed_from,
         )
         return final, report
