@@ -26,6 +26,7 @@ from distributed import Client, Event, Future, wait
 
 from bptdask._typing import Params
 from bptdask.checkpoint import CheckpointState, CheckpointStore, describe_run
+from bptdask.cluster.calls import await_answer
 from bptdask.cluster.connect import worker_addresses
 from bptdask.cluster.worker import ClusterTrainingError, train_on_worker
 from bptdask.coordinator import TrainingCoordinator
@@ -257,23 +258,17 @@ class _Supervisor:
         A call to an actor whose worker died can stay unanswered, so the wait is cut
         into slices between which the cluster's membership is checked.
         """
-        deadline = time.monotonic() + self.call_timeout
+        def check():
+            if generation.home not in worker_addresses(self.client):
+                raise _CoordinatorLost(f"its worker {generation.home} left the cluster")
+
         try:
             future = getattr(generation.coordinator, method)(*args)  # raises at once once the actor is known lost
+            return await_answer(future, method=method, timeout=self.call_timeout, check=check)
+        except (BptDaskError, _CoordinatorLost):
+            raise
         except _ACTOR_LOST as exc:
             raise _CoordinatorLost(f"{method} failed: {type(exc).__name__}: {exc}") from exc
-        while True:
-            try:
-                return future.result(timeout=min(_POLL_SECONDS * 2, max(deadline - time.monotonic(), 0.001)))
-            except TimeoutError:
-                if generation.home not in worker_addresses(self.client):
-                    raise _CoordinatorLost(f"its worker {generation.home} left the cluster") from None
-                if time.monotonic() >= deadline:
-                    raise _CoordinatorLost(f"{method} got no answer in {self.call_timeout} s") from None
-            except BptDaskError:
-                raise
-            except _ACTOR_LOST as exc:
-                raise _CoordinatorLost(f"{method} failed: {type(exc).__name__}: {exc}") from exc
 
     def _poll(self, generation: _Generation) -> tuple[bool, str | None]:
         """Score finished epochs, drop silent workers; ``(finished, failure)``."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 
 import numpy as np
@@ -10,6 +9,7 @@ from distributed import Client, Event, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from bptdask.backend import get_namespace
+from bptdask.cluster.calls import await_answer
 from bptdask.coordinator import Assignment
 from bptdask.data import Dataset
 from bptdask.errors import BptDaskError, ConfigurationError
@@ -24,8 +24,6 @@ SEEN_VERSIONS: dict[str, int] = {}
 
 #: Worker-side states of a task that is still wanted (not cancelled by the client).
 _RUNNING = frozenset({"executing", "long-running", "resumed"})
-#: Seconds between checks that a task waiting on the coordinator is still wanted.
-_CHECK_SECONDS = 0.5
 
 
 class ClusterTrainingError(BptDaskError, RuntimeError):
@@ -123,18 +121,13 @@ def train_on_worker(
         return running and not (ask_scheduler and Event(stop).is_set())
 
     def call(method, *args, **kwargs):
-        # A call to an actor that was released never answers: wait in slices, so that a
-        # cancelled task frees its thread at once instead of after call_timeout.
+        # A cancelled task frees its thread at once instead of after call_timeout.
+        def check():
+            if not wanted(ask_scheduler=True):
+                raise ClusterTrainingError(f"{name}: the task was cancelled while it called {method}")
+
         future = getattr(coordinator, method)(*args, **kwargs)
-        deadline = time.monotonic() + call_timeout
-        while True:
-            try:
-                return future.result(timeout=min(_CHECK_SECONDS, max(deadline - time.monotonic(), 0.001)))
-            except TimeoutError:
-                if not wanted(ask_scheduler=True):
-                    raise ClusterTrainingError(f"{name}: the task was cancelled while it called {method}") from None
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"{name}: the coordinator did not answer {method} in {call_timeout} s") from None
+        return await_answer(future, method=method, timeout=call_timeout, check=check)
 
     def saw(version: int) -> None:
         SEEN_VERSIONS[run_id] = max(SEEN_VERSIONS.get(run_id, 0), int(version))
