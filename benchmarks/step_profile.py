@@ -1,5 +1,5 @@
 """Where one training step's time goes: each layer's forward and backward, and inside
-each convolution its im2col, GEMMs, layout copies and col2im, on NumPy or CuPy.
+each convolution its im2col, GEMMs and col2im, on NumPy or CuPy.
 
 Every piece is timed alone (median of repeats, the device synchronised before and
 after), so the pieces add up to roughly one sequential ``train_step``, printed beside
@@ -19,6 +19,7 @@ import numpy as np
 import bptdask
 from bptdask import kernels
 from bptdask.backend import get_namespace, to_device
+from bptdask.kernels.gemm import matmul
 from bptdask.layers import Conv2D
 from common import print_table, training_batches, write_report
 
@@ -40,23 +41,22 @@ def median_seconds(fn, xp, repeats: int) -> float:
 
 
 def conv_pieces(layer: Conv2D, params, x, dy, xp) -> dict:
-    """The parts of one convolution's forward and backward, as zero-argument callables."""
+    """The parts of one convolution's forward and backward, as zero-argument callables.
+
+    ``x`` ``(C, H, W, N)`` and ``dy`` ``(O, OH, OW, N)`` are batch-last, as layers pass them.
+    """
     weight = params["weight"]
     o, c, kh, kw = weight.shape
     col = kernels.im2col(x, layer.kernel_size, layer.stride, layer.padding)
     rows = weight.reshape(o, c * kh * kw)
     col_rows = col.reshape(c * kh * kw, -1)
-    product = rows @ col_rows
-    dy_rows = xp.ascontiguousarray(dy.transpose(1, 2, 3, 0)).reshape(o, -1)
-    dcol = rows.T @ dy_rows
-    oh, ow = col.shape[3:5]
+    dy_rows = dy.reshape(o, -1)
+    dcol = matmul(rows.T, dy_rows)
     return {
         "im2col": lambda: kernels.im2col(x, layer.kernel_size, layer.stride, layer.padding),
-        "gemm_forward": lambda: rows @ col_rows,
-        "output_layout": lambda: xp.ascontiguousarray(product.reshape(o, oh, ow, -1).transpose(3, 0, 1, 2)),
-        "dy_layout": lambda: xp.ascontiguousarray(dy.transpose(1, 2, 3, 0)),
-        "gemm_dweight": lambda: dy_rows @ col_rows.T,
-        "gemm_dinput": lambda: rows.T @ dy_rows,
+        "gemm_forward": lambda: matmul(rows, col_rows),
+        "gemm_dweight": lambda: matmul(dy_rows, col_rows.T),
+        "gemm_dinput": lambda: matmul(rows.T, dy_rows),
         "col2im": lambda: kernels.col2im(dcol.reshape(col.shape), x.shape, layer.stride, layer.padding),
     }
 
@@ -67,7 +67,7 @@ def profile(network: str, batch_size: int, device: str, repeats: int) -> list[di
     params = {name: to_device(value, xp) for name, value in model.init_params(0).items()}
     x, y = (to_device(a, xp) for a in training_batches(model, batch_size, 1)[0])
     rng = xp.random.default_rng(0)
-    activations, caches = [x], []
+    activations, caches = [kernels.batch_last(x)], []
     for i, layer in enumerate(model.layers):
         out, cache = layer.forward(model.layer_params(params, i), activations[-1], train=True, rng=rng)
         activations.append(out)

@@ -318,21 +318,22 @@ class TrainingCoordinator:
 
     # ------------------------------------------------------------ membership
     def expire_silent(self) -> list[str]:
-        """Declare lost every worker that holds a part and has been silent too long.
+        """Declare lost every worker that has been silent too long.
 
-        Silent means no call for ``worker_timeout`` seconds, or four times the part's
-        expected training time at the worker's measured power if that is longer.
-        Returns the workers dropped now.
+        Silent means no call for ``worker_timeout`` seconds or, while the worker holds a
+        part, for four times the part's expected training time at its measured power if
+        that is longer. A waiting worker asks again every few milliseconds, so it is
+        silent only when frozen too. Returns the workers dropped now.
         """
         if self.worker_timeout is None or self.finished:
             return []
         now, expired = time.monotonic(), []
         for worker in list(self.workers):
-            held = [part for plan in self.schedule.plans for part in plan.in_flight(worker)]
-            if worker in self.dropped or not held:
+            if worker in self.dropped:
                 continue
+            held = [part for plan in self.schedule.plans for part in plan.in_flight(worker)]
             power = self.estimator.power(worker)
-            expected = 4 * max(part.samples for part in held) / power if power else 0.0
+            expected = 4 * max(part.samples for part in held) / power if held and power else 0.0
             if now - self.last_seen.get(worker, now) > max(self.worker_timeout, expected):
                 self.lose_worker(worker, reason=f"silent for over {max(self.worker_timeout, expected):.3g} s")
                 expired.append(worker)

@@ -5,8 +5,8 @@ offset: im2col and col2im launch ``kh·kw`` copies or additions (25 for a 5×5 k
 max pooling a comparison chain per offset, SGD four element-wise passes per weight,
 ReLU two. On a GPU each launch costs a few microseconds of Python and driver time, more
 than the arithmetic of LeNet-sized layers. Here each of those functions is one
-``cupy.ElementwiseKernel`` launch (im2col and col2im add one layout copy each, and
-their threads each handle :data:`BATCH_GROUP` samples) with the same inputs, outputs
+``cupy.ElementwiseKernel`` launch (im2col and col2im threads each handle
+:data:`BATCH_GROUP` samples of the batch-last images) with the same inputs, outputs
 and summation order;
 :func:`bptdask.backend.device_kernels` hands this module to the kernels when their arrays
 are CuPy arrays. CuPy is imported when a kernel is first used, and each kernel is
@@ -42,7 +42,7 @@ _IM2COL = """
     const bool inside = h >= 0 && h < H && w >= 0 && w < W;
     const idx_t source = ((c * H + h) * W + w) * N;
     for (idx_t n = first; n < last; ++n) {
-        col[row * N + n] = inside ? x_batch_last[source + n] : (T)0;
+        col[row * N + n] = inside ? x[source + n] : (T)0;
     }
 """
 
@@ -67,20 +67,22 @@ _COL2IM = """
         }
     }
     const idx_t target = ((c * H + h) * W + w) * N + first;
-    for (idx_t q = 0; q < count; ++q) x_batch_last[target + q] = sum[q];
+    for (idx_t q = 0; q < count; ++q) x[target + q] = sum[q];
 """
 
 _MAX_POOL_FORWARD = """
     const idx_t e = i;
-    const idx_t ow = e % OW;
-    const idx_t oh = (e / OW) % OH;
-    const idx_t plane = e / (OW * OH);
-    const T* window = &x[(plane * H + oh * S) * W + ow * S];
+    const idx_t n = e % N;
+    idx_t rest = e / N;
+    const idx_t ow = rest % OW; rest /= OW;
+    const idx_t oh = rest % OH;
+    const idx_t c = rest / OH;
+    const T* window = &x[((c * H + oh * S) * W + ow * S) * N + n];
     T best = window[0];
     int winner = 0;
     for (int k = 0; k < K; ++k) {
         for (int j = 0; j < K; ++j) {
-            const T value = window[k * W + j];
+            const T value = window[(k * W + j) * N];
             if (value > best) {
                 best = value;
                 winner = k * K + j;
@@ -93,9 +95,11 @@ _MAX_POOL_FORWARD = """
 
 _MAX_POOL_BACKWARD = """
     const idx_t e = i;
-    const idx_t w = e % W;
-    const idx_t h = (e / W) % H;
-    const idx_t plane = e / (W * H);
+    const idx_t n = e % N;
+    idx_t rest = e / N;
+    const idx_t w = rest % W; rest /= W;
+    const idx_t h = rest % H;
+    const idx_t c = rest / H;
     const idx_t oh_low = h >= K ? (h - K) / S + 1 : 0;
     const idx_t ow_low = w >= K ? (w - K) / S + 1 : 0;
     const idx_t oh_high = h / S < OH - 1 ? h / S : OH - 1;
@@ -103,7 +107,7 @@ _MAX_POOL_BACKWARD = """
     T sum = 0;
     for (idx_t oh = oh_high; oh >= oh_low; --oh) {
         for (idx_t ow = ow_high; ow >= ow_low; --ow) {
-            const idx_t out = (plane * OH + oh) * OW + ow;
+            const idx_t out = ((c * OH + oh) * OW + ow) * N + n;
             if (argmax[out] == (h - oh * S) * K + (w - ow * S)) sum += dy[out];
         }
     }
@@ -134,10 +138,10 @@ def _kernel(name: str, wide: bool = False):
 
     index = "int64" if wide else "int32"
     sizes = ", ".join(f"{index} {n}" for n in ("C", "H", "W", "KH", "KW", "OH", "OW", "N", "S", "P"))
-    pool = ", ".join(f"{index} {n}" for n in ("H", "W", "OH", "OW", "K", "S"))
+    pool = ", ".join(f"{index} {n}" for n in ("H", "W", "OH", "OW", "N", "K", "S"))
     specs = {
-        "im2col": (f"raw T x_batch_last, {sizes}", "raw T col", _IM2COL),
-        "col2im": (f"raw T col, {sizes}", "raw T x_batch_last", _COL2IM),
+        "im2col": (f"raw T x, {sizes}", "raw T col", _IM2COL),
+        "col2im": (f"raw T col, {sizes}", "raw T x", _COL2IM),
         "max_pool_forward": (f"raw T x, {pool}", "T y, I argmax", _MAX_POOL_FORWARD),
         "max_pool_backward": (f"raw T dy, raw I argmax, {pool}", "T dx", _MAX_POOL_BACKWARD),
         "relu": ("T x", "T y, bool mask", _RELU),
@@ -150,66 +154,66 @@ def _kernel(name: str, wide: bool = False):
 
 
 def im2col(x, kernel_size: tuple[int, int], stride: int, padding: int):
-    """:func:`bptdask.kernels.im2col`: ``(N, C, H, W)`` -> ``(C, kh, kw, OH, OW, N)``.
+    """:func:`bptdask.kernels.im2col`: ``(C, H, W, N)`` -> ``(C, kh, kw, OH, OW, N)``.
 
-    ``x`` is first copied batch-last, ``(C, H, W, N)`` (one pass over the input), so that
-    neighbouring threads, which write neighbouring samples of a column, also read
-    neighbouring addresses.
+    Neighbouring threads write neighbouring samples of a column and read neighbouring
+    addresses of the batch-last image.
     """
     import cupy
 
-    n, c, h, w = x.shape
+    c, h, w, n = x.shape
     kh, kw = kernel_size
     oh = (h + 2 * padding - kh) // stride + 1
     ow = (w + 2 * padding - kw) // stride + 1
     col = cupy.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
-    x_batch_last = cupy.ascontiguousarray(x.transpose(1, 2, 3, 0))
     threads = c * kh * kw * oh * ow * -(-n // BATCH_GROUP)
     _kernel("im2col", col.size >= WIDE_INDEX)(
-        x_batch_last, c, h, w, kh, kw, oh, ow, n, stride, padding, col, size=threads
+        cupy.ascontiguousarray(x), c, h, w, kh, kw, oh, ow, n, stride, padding, col, size=threads
     )
     return col
 
 
 def col2im(col, input_shape: tuple[int, int, int, int], stride: int, padding: int):
-    """:func:`bptdask.kernels.col2im`: ``(C, kh, kw, OH, OW, N)`` -> ``(N, C, H, W)``.
+    """:func:`bptdask.kernels.col2im`: ``(C, kh, kw, OH, OW, N)`` -> ``(C, H, W, N)``.
 
-    Each thread gathers the column entries of one input element, written batch-last
-    ``(C, H, W, N)`` (coalesced reads and writes), then one copy restores ``(N, C, H, W)``.
+    Each thread gathers the column entries of ``BATCH_GROUP`` samples of one input
+    element (coalesced reads and writes).
     """
     import cupy
 
     c, kh, kw, oh, ow, n = col.shape
-    _, _, h, w = input_shape
-    x_batch_last = cupy.empty((c, h, w, n), dtype=col.dtype)
+    _, h, w, _ = input_shape
+    x = cupy.empty((c, h, w, n), dtype=col.dtype)
     threads = c * h * w * -(-n // BATCH_GROUP)
     _kernel("col2im", col.size >= WIDE_INDEX)(
-        cupy.ascontiguousarray(col), c, h, w, kh, kw, oh, ow, n, stride, padding, x_batch_last, size=threads
+        cupy.ascontiguousarray(col), c, h, w, kh, kw, oh, ow, n, stride, padding, x, size=threads
     )
-    return cupy.ascontiguousarray(x_batch_last.transpose(3, 0, 1, 2))
+    return x
 
 
-def max_pool2d_forward(x, size: int, stride: int):
-    """:func:`bptdask.kernels.max_pool2d_forward` in one launch; returns ``(y, argmax)``."""
+def max_pool2d_forward(x, size: int, stride: int, argmax_dtype):
+    """:func:`bptdask.kernels.max_pool2d_forward` in one launch: ``(C, H, W, N)`` -> ``(y, argmax)``."""
     import cupy
 
-    n, c, h, w = x.shape
+    c, h, w, n = x.shape
     oh, ow = (h - size) // stride + 1, (w - size) // stride + 1
-    y = cupy.empty((n, c, oh, ow), dtype=x.dtype)
-    argmax = cupy.empty((n, c, oh, ow), dtype=cupy.int8 if size * size <= 128 else cupy.int32)
-    _kernel("max_pool_forward", x.size >= WIDE_INDEX)(cupy.ascontiguousarray(x), h, w, oh, ow, size, stride, y, argmax)
+    y = cupy.empty((c, oh, ow, n), dtype=x.dtype)
+    argmax = cupy.empty((c, oh, ow, n), dtype=argmax_dtype)
+    _kernel("max_pool_forward", x.size >= WIDE_INDEX)(
+        cupy.ascontiguousarray(x), h, w, oh, ow, n, size, stride, y, argmax
+    )
     return y, argmax
 
 
 def max_pool2d_backward(dy, argmax, input_shape: tuple[int, int, int, int], size: int, stride: int):
-    """:func:`bptdask.kernels.max_pool2d_backward` in one launch: ``(N, C, OH, OW)`` -> ``input_shape``."""
+    """:func:`bptdask.kernels.max_pool2d_backward` in one launch: ``(C, OH, OW, N)`` -> ``input_shape``."""
     import cupy
 
-    _, _, h, w = input_shape
-    oh, ow = dy.shape[2:]
+    _, h, w, n = input_shape
+    oh, ow = dy.shape[1:3]
     dx = cupy.empty(tuple(input_shape), dtype=dy.dtype)
     _kernel("max_pool_backward", dx.size >= WIDE_INDEX)(
-        cupy.ascontiguousarray(dy), cupy.ascontiguousarray(argmax), h, w, oh, ow, size, stride, dx
+        cupy.ascontiguousarray(dy), cupy.ascontiguousarray(argmax), h, w, oh, ow, n, size, stride, dx
     )
     return dx
 

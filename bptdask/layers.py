@@ -4,6 +4,10 @@ A layer knows its output shape, the shapes and initial values of its parameters,
 to call the kernels forward and backward. It holds no arrays: parameters come in as a
 dict (``{"weight": ..., "bias": ...}``) and the forward pass returns the cache that the
 backward pass consumes.
+
+Layers pass images batch-last, ``(C, H, W, N)`` (:mod:`bptdask.kernels.layout`; the
+model converts its ``(N, C, H, W)`` input once), and flat activations as ``(N, F)``;
+shapes given to and returned by :meth:`Layer.output_shape` are per sample.
 """
 
 from __future__ import annotations
@@ -221,16 +225,22 @@ class ReLU(Layer):
 
 @dataclass(frozen=True)
 class Flatten(Layer):
-    """``(N, C, H, W)`` -> ``(N, C*H*W)``."""
+    """A batch-last image ``(C, H, W, N)`` -> rows ``(N, C*H*W)`` in PyTorch's feature order.
+
+    The rows are a transposed view of the image (no copy); a flat ``(N, F)`` input passes
+    through.
+    """
 
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
     def forward(self, params, x, *, train, rng):
-        return x.reshape(x.shape[0], -1), x.shape
+        if x.ndim == 2:
+            return x, None
+        return x.reshape(-1, x.shape[-1]).T, x.shape
 
     def backward(self, params, cache, dy, *, need_input_grad):
-        return dy.reshape(cache), {}
+        return (dy if cache is None else dy.T.reshape(cache)), {}
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,7 @@ class Sequential:
         caches : list, one entry per layer
         """
         self.check_input(x)
+        x = kernels.batch_last(x)
         caches = []
         for i, layer in enumerate(self.layers):
             x, cache = layer.forward(self.layer_params(params, i), x, train=train, rng=rng)

@@ -241,6 +241,25 @@ def test_a_silent_worker_is_dropped_and_its_late_push_revoked(monkeypatch):
     assert coordinator.report()["workers"]["b"]["revoked"] == 1
 
 
+def test_a_worker_frozen_while_waiting_is_dropped_and_a_polling_one_kept(monkeypatch):
+    _, coordinator = start("sgwu", workers=("a", "b", "c"), worker_timeout=5.0)
+    clock = [100.0]
+    monkeypatch.setattr("bptdask.coordinator.time.monotonic", lambda: clock[0])
+    held = {worker: coordinator.next_part(worker) for worker in ("a", "b", "c")}
+    for worker in ("a", "b"):
+        _push(coordinator, worker, held[worker])
+        assert coordinator.next_part(worker).status == "wait", "the round waits for c"
+    clock[0] += 2
+    coordinator.next_part("a")
+    clock[0] += 2
+    coordinator.next_part("a")
+    clock[0] += 1.5
+    _push(coordinator, "c", held["c"])
+    clock[0] += 0.5
+    assert coordinator.expire_silent() == ["b"], "b waited 6 s without asking again: frozen"
+    assert "a" not in coordinator.report()["dropped"] and "c" not in coordinator.report()["dropped"]
+
+
 def test_nan_updates_are_rejected_and_repeated_ones_stop_the_run(tmp_path):
     _, coordinator = start(max_invalid=3, checkpoint=tmp_path, checkpoint_every=1, background_checkpoints=False)
     good = coordinator.next_part("a")

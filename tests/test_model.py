@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from bptdask import kernels
 from bptdask.errors import BptDaskError, ConfigurationError, DataError, ShapeError
 from bptdask.inner import train_step
 from bptdask.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU
@@ -54,8 +55,11 @@ def test_inferred_shapes_match_the_forward_pass(build):
     model = build()
     params = model.init_params(0, dtype="float64")
     x, _ = _batch(model, 2, seed=1)
+    x = kernels.batch_last(x)
     for i, layer in enumerate(model.layers):
-        assert x.shape == (2, *model.shapes[i]), f"input of layer {i}"
+        # Layers pass images batch-last (C, H, W, N) and flat activations as (N, F).
+        expected = (*model.shapes[i], 2) if x.ndim == 4 else (2, *model.shapes[i])
+        assert x.shape == expected, f"input of layer {i}"
         local = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"{i}.")}
         x, _ = layer.forward(local, x, train=True, rng=np.random.default_rng(0))
     assert x.shape == (2, *model.output_shape)

@@ -3,7 +3,8 @@
 For a model split into stages ``0..K-1`` and a batch split into micro-batches
 ``0..M-1`` the graph has, per micro-batch ``m``:
 
-- ``("x", m)``, ``("y", m)``: the micro-batch's rows of the inputs ``"x"`` and ``"y"``;
+- ``("x", m)``, ``("y", m)``: the micro-batch's rows of the inputs ``"x"`` (turned
+  batch-last, as layers pass images) and ``"y"``;
 - ``("forward", k, m)``: stage ``k`` forward (depends on stage ``k-1`` or ``("x", m)``);
 - ``("loss", m)``: the micro-batch's share of the loss and its logit gradient;
 - ``("backward", k, m)``: stage ``k`` backward (depends on ``("forward", k, m)`` and on
@@ -208,7 +209,7 @@ def make_plan(
     last = len(stages) - 1
     graph: dict[Key, tuple] = {}
     for m, (start, stop) in enumerate(bounds):
-        graph[("x", m)] = (tasks.slice_rows, "x", start, stop)
+        graph[("x", m)] = (tasks.slice_images, "x", start, stop)
         graph[("y", m)] = (tasks.slice_rows, "y", start, stop)
         for stage in stages:
             upstream = ("x", m) if stage.index == 0 else ("forward", stage.index - 1, m)

@@ -57,8 +57,13 @@ def _local(params: Params, layer_index: int) -> Params:
 
 
 def slice_rows(array: Array, start: int, stop: int) -> Array:
-    """Rows ``start:stop`` of ``array`` (a micro-batch of inputs or labels)."""
+    """Rows ``start:stop`` of ``array`` (a micro-batch of labels)."""
     return array[start:stop]
+
+
+def slice_images(images: Array, start: int, stop: int) -> Array:
+    """Images ``start:stop`` of a batch ``(N, C, H, W)``, batch-last ``(C, H, W, stop - start)``."""
+    return kernels.batch_last(images[start:stop])
 
 
 def dropout_seed(step_seed: int, stage: int, micro_batch: int) -> int:
@@ -71,7 +76,7 @@ def forward_stage(
 ) -> Activation:
     """Run ``stage`` forward on micro-batch ``micro_batch``.
 
-    ``upstream`` is the micro-batch input ``(n, C, H, W)`` or the previous stage's
+    ``upstream`` is the micro-batch input ``(C, H, W, n)`` or the previous stage's
     :class:`Activation`; dropout (when ``train``) draws from a generator seeded by
     ``step_seed``, the stage and the micro-batch, so results do not depend on which
     thread runs the task or when.

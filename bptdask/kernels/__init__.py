@@ -1,7 +1,8 @@
 """CNN kernels written once against the array namespace of their inputs (NumPy or CuPy).
 
-Every function takes and returns arrays; none holds state. Shapes are NCHW for
-activations and PyTorch's layouts for weights.
+Every function takes and returns arrays; none holds state. Images are batch-last
+``(C, H, W, N)`` (:mod:`bptdask.kernels.layout`), flat activations ``(N, F)``, and
+weights in PyTorch's layouts.
 """
 
 from bptdask.kernels.activation import (
@@ -13,6 +14,7 @@ from bptdask.kernels.activation import (
 )
 from bptdask.kernels.conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col
 from bptdask.kernels.dense import dense_backward, dense_forward
+from bptdask.kernels.layout import batch_first, batch_last
 from bptdask.kernels.loss import log_softmax, softmax, softmax_cross_entropy
 from bptdask.kernels.optim import sgd_momentum_update
 from bptdask.kernels.pool import (
@@ -26,6 +28,8 @@ from bptdask.kernels.pool import (
 __all__ = [
     "avg_pool2d_backward",
     "avg_pool2d_forward",
+    "batch_first",
+    "batch_last",
     "col2im",
     "conv2d_backward",
     "conv2d_forward",

@@ -1,10 +1,11 @@
-"""Max and average pooling over ``(N, C, H, W)`` activations, NumPy and CuPy alike.
+"""Max and average pooling over batch-last ``(C, H, W, N)`` images, NumPy and CuPy alike.
 
 Both loop over the ``size × size`` window offsets and work on one strided slice per
-offset. Max pooling records which offset won (first maximum wins, as in PyTorch) so
-the backward pass puts each gradient at its argmax; overlapping windows accumulate
-(added slice by slice), non-overlapping ones are simply assigned. On CuPy, max pooling
-runs as one CUDA launch each way (:mod:`bptdask.cuda`).
+offset; batch-last, each slice is made of contiguous runs of ``N`` values. Max pooling
+records which offset won (first maximum wins, as in PyTorch) so the backward pass puts
+each gradient at its argmax; overlapping windows accumulate (added slice by slice),
+non-overlapping ones are written in one call through a strided view of all windows. On CuPy, max pooling runs as one CUDA launch
+each way (:mod:`bptdask.cuda`).
 """
 
 from __future__ import annotations
@@ -20,17 +21,35 @@ def pool_output_size(size: int, window: int, stride: int) -> int:
     return (size - window) // stride + 1
 
 
+def offset_dtype(xp, size: int):
+    """The integer dtype of max pooling's argmax: int8 when ``size*size <= 128``, else int32."""
+    return xp.int8 if size * size <= 128 else xp.int32
+
+
 def _window_slices(
     shape: tuple[int, ...], size: int, stride: int
-) -> Iterator[tuple[int, tuple[slice, slice, slice, slice]]]:
+) -> Iterator[tuple[int, tuple[slice, slice, slice]]]:
     """Yield ``(offset_index, index)`` for each offset of a ``size × size`` window."""
-    _, _, h, w = shape
+    _, h, w, _ = shape
     oh, ow = pool_output_size(h, size, stride), pool_output_size(w, size, stride)
     for i in range(size):
         for j in range(size):
             rows = slice(i, i + stride * oh, stride)
             cols = slice(j, j + stride * ow, stride)
-            yield i * size + j, (slice(None), slice(None), rows, cols)
+            yield i * size + j, (slice(None), rows, cols)
+
+
+def _window_view(x: Array, size: int, stride: int) -> Array:
+    """A strided view ``(size, size, C, OH, OW, N)`` of ``x`` ``(C, H, W, N)``: element
+    ``[i, j, c, oh, ow, n]`` is ``x[c, stride*oh + i, stride*ow + j, n]``.
+
+    Writing through it is safe only when windows do not overlap (``stride >= size``).
+    """
+    c, h, w, n = x.shape
+    step_c, step_h, step_w, step_n = x.strides
+    shape = (size, size, c, pool_output_size(h, size, stride), pool_output_size(w, size, stride), n)
+    steps = (step_h, step_w, step_c, stride * step_h, stride * step_w, step_n)
+    return array_namespace(x).lib.stride_tricks.as_strided(x, shape, steps)
 
 
 def max_pool2d_forward(x: Array, size: int, stride: int) -> tuple[Array, Array]:
@@ -38,29 +57,29 @@ def max_pool2d_forward(x: Array, size: int, stride: int) -> tuple[Array, Array]:
 
     Parameters
     ----------
-    x : array, shape (N, C, H, W)
+    x : array, shape (C, H, W, N)
 
     Returns
     -------
-    y : array, shape (N, C, OH, OW)
-    argmax : int array, shape (N, C, OH, OW)
+    y : array, shape (C, OH, OW, N)
+    argmax : int array, shape (C, OH, OW, N)
         Window offset ``i*size + j`` of each maximum (the first one on ties), for
-        :func:`max_pool2d_backward`; int8 when ``size*size <= 128``, else int32.
+        :func:`max_pool2d_backward`; dtype :func:`offset_dtype`.
     """
     xp = array_namespace(x)
+    dtype = offset_dtype(xp, size)
     if (fast := device_kernels(xp)) is not None:
-        return fast.max_pool2d_forward(x, size, stride)
+        return fast.max_pool2d_forward(x, size, stride, dtype)
     windows = [x[index] for _, index in _window_slices(x.shape, size, stride)]
     y = windows[0].copy()
     for window in windows[1:]:
         xp.maximum(y, window, out=y)
-    offset_dtype = xp.int8 if len(windows) <= 128 else xp.int32
-    argmax = xp.zeros(y.shape, dtype=offset_dtype)
-    taken = windows[0] == y
-    for offset, window in enumerate(windows[1:], start=1):
-        first_hit = (window == y) & ~taken
-        argmax += first_hit.astype(offset_dtype) * offset_dtype(offset)
-        taken |= first_hit
+    # The first offset holding the maximum, found from the last offset backwards:
+    # first(k) = 0 if window k holds it, else 1 + first(k + 1); first(last) = 0.
+    argmax = xp.zeros(y.shape, dtype=dtype)
+    for window in reversed(windows[:-1]):
+        argmax += dtype(1)
+        xp.multiply(argmax, window != y, out=argmax)
     return y, argmax
 
 
@@ -71,40 +90,44 @@ def max_pool2d_backward(
 
     Parameters
     ----------
-    dy, argmax : arrays, shape (N, C, OH, OW)
-    input_shape : (N, C, H, W)
+    dy, argmax : arrays, shape (C, OH, OW, N)
+    input_shape : (C, H, W, N)
 
     Returns
     -------
-    dx : array, shape (N, C, H, W)
+    dx : array, shape (C, H, W, N)
     """
     xp = array_namespace(dy)
     if (fast := device_kernels(xp)) is not None:
         return fast.max_pool2d_backward(dy, argmax, input_shape, size, stride)
     dx = xp.zeros(input_shape, dtype=dy.dtype)
-    overlapping = stride < size
-    for offset, index in _window_slices(input_shape, size, stride):
-        share = dy * (argmax == offset)
-        if overlapping:
-            dx[index] += share
-        else:
-            dx[index] = share
+    if stride < size:  # overlapping windows: an input may receive several gradients
+        for offset, index in _window_slices(input_shape, size, stride):
+            dx[index] += dy * (argmax == offset)
+        return dx
+    offsets = xp.arange(size * size, dtype=argmax.dtype).reshape(size, size, 1, 1, 1, 1)
+    xp.multiply(dy, argmax == offsets, out=_window_view(dx, size, stride))
     return dx
 
 
 def avg_pool2d_forward(x: Array, size: int, stride: int) -> Array:
-    """Average pooling: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``."""
-    y = None
-    for _, index in _window_slices(x.shape, size, stride):
-        y = x[index].copy() if y is None else y + x[index]
-    return y * x.dtype.type(1.0 / (size * size))
+    """Average pooling: ``(C, H, W, N)`` -> ``(C, OH, OW, N)``."""
+    windows = [x[index] for _, index in _window_slices(x.shape, size, stride)]
+    y = windows[0].copy()
+    for window in windows[1:]:
+        y += window
+    y *= x.dtype.type(1.0 / (size * size))
+    return y
 
 
 def avg_pool2d_backward(dy: Array, input_shape: tuple[int, int, int, int], size: int, stride: int) -> Array:
-    """Gradient of average pooling: ``(N, C, OH, OW)`` -> ``(N, C, H, W)``."""
+    """Gradient of average pooling: ``(C, OH, OW, N)`` -> ``(C, H, W, N)``."""
     xp = array_namespace(dy)
     share = dy * dy.dtype.type(1.0 / (size * size))
     dx = xp.zeros(input_shape, dtype=dy.dtype)
-    for _, index in _window_slices(input_shape, size, stride):
-        dx[index] += share
+    if stride < size:
+        for _, index in _window_slices(input_shape, size, stride):
+            dx[index] += share
+    else:
+        _window_view(dx, size, stride)[...] = share
     return dx

@@ -33,18 +33,33 @@ def _case_id(case: ConvCase) -> str:
     return f"{case.input_shape}-k{case.kernel}-s{case.stride}-p{case.padding}"
 
 
+def _image(xp, x):
+    """A batch ``(N, C, H, W)`` as the kernels take it: batch-last, on ``xp``."""
+    return kernels.batch_last(xp.asarray(x))
+
+
+def _batch_last_shape(shape):
+    n, c, h, w = shape
+    return (c, h, w, n)
+
+
 def _forward(xp, case, x, weight, bias):
-    return kernels.conv2d_forward(
-        xp.asarray(x), xp.asarray(weight), None if bias is None else xp.asarray(bias),
+    """Convolution of a batch ``(N, C, H, W)``: output ``(N, O, OH, OW)`` and the columns."""
+    y, col = kernels.conv2d_forward(
+        _image(xp, x), xp.asarray(weight), None if bias is None else xp.asarray(bias),
         stride=case.stride, padding=case.padding,
     )
+    return kernels.batch_first(y), col
 
 
 def _backward(xp, case, x, weight, dy, **options):
+    """``(dx (N, C, H, W) or None, dweight, dbias)`` for ``dy`` ``(N, O, OH, OW)``."""
     _, col = _forward(xp, case, x, weight, None)
-    return kernels.conv2d_backward(
-        xp.asarray(dy), col, xp.asarray(weight), x.shape, stride=case.stride, padding=case.padding, **options
+    dx, dweight, dbias = kernels.conv2d_backward(
+        _image(xp, dy), col, xp.asarray(weight), _batch_last_shape(x.shape),
+        stride=case.stride, padding=case.padding, **options,
     )
+    return (None if dx is None else kernels.batch_first(dx)), dweight, dbias
 
 
 @EXAMPLES
@@ -64,7 +79,7 @@ def test_conv_output_size_counts_window_positions(case):
 @given(case=conv_cases())
 def test_im2col_matches_naive(xp, dtype, case):
     x, *_ = case.arrays(dtype)
-    col = kernels.im2col(xp.asarray(x), case.kernel, case.stride, case.padding)
+    col = kernels.im2col(_image(xp, x), case.kernel, case.stride, case.padding)
     assert col.dtype == np.dtype(dtype)
     assert_allclose(col, reference.im2col(x, case.kernel, case.stride, case.padding), dtype=dtype)
 
@@ -134,12 +149,12 @@ def test_conv_gradients_match_directional_derivative(xp, case):
 @given(case=conv_cases())
 def test_col2im_is_adjoint_of_im2col(xp, dtype, case):
     x, *_ = case.arrays(dtype)
-    col = kernels.im2col(xp.asarray(x), case.kernel, case.stride, case.padding)
+    col = kernels.im2col(_image(xp, x), case.kernel, case.stride, case.padding)
     c = np.random.default_rng(case.seed + 1).standard_normal(col.shape).astype(dtype)
-    folded = kernels.col2im(xp.asarray(c), x.shape, case.stride, case.padding)
-    assert folded.shape == x.shape
+    folded = kernels.col2im(xp.asarray(c), _batch_last_shape(x.shape), case.stride, case.padding)
+    assert folded.shape == _batch_last_shape(x.shape)
     left = float((to_numpy(col).astype(np.float64) * c).sum())
-    products = x.astype(np.float64) * to_numpy(folded)
+    products = x.astype(np.float64) * to_numpy(kernels.batch_first(folded))
     rounding = 1e-5 if dtype == "float32" else 1e-12
     assert left == pytest.approx(float(products.sum()), abs=rounding * (1 + float(np.abs(products).sum())))
 
@@ -171,7 +186,8 @@ def test_conv_bias_adds_per_output_channel(xp, case):
 
 def test_conv_kernels_leave_inputs_unchanged(xp):
     case = REALISTIC_CASES[0]
-    arrays = [xp.asarray(a) for a in case.arrays("float32")]
+    x, weight, bias, dy = case.arrays("float32")
+    arrays = [_image(xp, x), xp.asarray(weight), xp.asarray(bias), _image(xp, dy)]
     before = [to_numpy(a).copy() for a in arrays]
     x, weight, bias, dy = arrays
     y, col = kernels.conv2d_forward(x, weight, bias, stride=case.stride, padding=case.padding)

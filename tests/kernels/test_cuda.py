@@ -38,17 +38,17 @@ def test_cuda_kernels_are_used_for_cupy_only():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_im2col_and_col2im_equal_the_generic_kernels(case, dtype):
     x, _, _, _ = case.arrays(dtype)
-    x = cupy.asarray(x)
+    x = kernels.batch_last(cupy.asarray(x))
     fast = kernels.im2col(x, case.kernel, case.stride, case.padding)
     with generic_kernels():
         generic = kernels.im2col(x, case.kernel, case.stride, case.padding)
     assert fast.shape == generic.shape and fast.dtype == generic.dtype
     np.testing.assert_array_equal(to_numpy(fast), to_numpy(generic))
     dcol = cupy.asarray(np.random.default_rng(case.seed).standard_normal(fast.shape).astype(dtype))
-    folded = kernels.col2im(dcol, case.input_shape, case.stride, case.padding)
+    folded = kernels.col2im(dcol, x.shape, case.stride, case.padding)
     with generic_kernels():
-        expected = kernels.col2im(dcol, case.input_shape, case.stride, case.padding)
-    assert folded.shape == case.input_shape and folded.flags.c_contiguous
+        expected = kernels.col2im(dcol, x.shape, case.stride, case.padding)
+    assert folded.shape == x.shape and folded.flags.c_contiguous
     assert_allclose(folded, to_numpy(expected), dtype=dtype, scale=case.kernel[0] * case.kernel[1])
 
 
@@ -56,12 +56,12 @@ def test_im2col_and_col2im_equal_the_generic_kernels(case, dtype):
 @given(case=pool_cases(max_batch=3, max_channels=4, max_size=12, max_window=4, max_stride=4))
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_max_pooling_equals_the_generic_kernels(case, dtype):
-    x, dy = (cupy.asarray(a) for a in case.arrays(dtype))
+    x, dy = (kernels.batch_last(cupy.asarray(a)) for a in case.arrays(dtype))
     y, argmax = kernels.max_pool2d_forward(x, case.size, case.stride)
     with generic_kernels():
         y_ref, argmax_ref = kernels.max_pool2d_forward(x, case.size, case.stride)
-        dx_ref = kernels.max_pool2d_backward(dy, argmax_ref, case.input_shape, case.size, case.stride)
-    dx = kernels.max_pool2d_backward(dy, argmax, case.input_shape, case.size, case.stride)
+        dx_ref = kernels.max_pool2d_backward(dy, argmax_ref, x.shape, case.size, case.stride)
+    dx = kernels.max_pool2d_backward(dy, argmax, x.shape, case.size, case.stride)
     assert argmax.dtype == argmax_ref.dtype
     np.testing.assert_array_equal(to_numpy(y), to_numpy(y_ref))
     np.testing.assert_array_equal(to_numpy(argmax), to_numpy(argmax_ref))
@@ -69,7 +69,7 @@ def test_max_pooling_equals_the_generic_kernels(case, dtype):
 
 
 def test_max_pooling_takes_the_first_of_tied_maxima():
-    x = cupy.zeros((1, 1, 4, 4), dtype=cupy.float32)
+    x = cupy.zeros((1, 4, 4, 1), dtype=cupy.float32)
     _, argmax = kernels.max_pool2d_forward(x, 2, 2)
     assert (to_numpy(argmax) == 0).all()
 

@@ -27,21 +27,35 @@ def _case_id(case: PoolCase) -> str:
     return f"{case.input_shape}-size{case.size}-s{case.stride}"
 
 
+def _image(xp, x):
+    """A batch ``(N, C, H, W)`` as the kernels take it: batch-last, on ``xp``."""
+    return kernels.batch_last(xp.asarray(x))
+
+
+def _batch_last_shape(shape):
+    n, c, h, w = shape
+    return (c, h, w, n)
+
+
 def _max_pool(xp, case, x):
-    return kernels.max_pool2d_forward(xp.asarray(x), case.size, case.stride)
+    """Max pooling of ``x`` ``(N, C, H, W)``: ``y`` ``(N, C, OH, OW)`` and the batch-last argmax."""
+    y, argmax = kernels.max_pool2d_forward(_image(xp, x), case.size, case.stride)
+    return kernels.batch_first(y), argmax
 
 
 def _max_pool_grad(xp, case, x, dy):
     _, argmax = _max_pool(xp, case, x)
-    return kernels.max_pool2d_backward(xp.asarray(dy), argmax, x.shape, case.size, case.stride)
+    dx = kernels.max_pool2d_backward(_image(xp, dy), argmax, _batch_last_shape(x.shape), case.size, case.stride)
+    return kernels.batch_first(dx)
 
 
 def _avg_pool(xp, case, x):
-    return kernels.avg_pool2d_forward(xp.asarray(x), case.size, case.stride)
+    return kernels.batch_first(kernels.avg_pool2d_forward(_image(xp, x), case.size, case.stride))
 
 
 def _avg_pool_grad(xp, case, dy):
-    return kernels.avg_pool2d_backward(xp.asarray(dy), case.input_shape, case.size, case.stride)
+    dx = kernels.avg_pool2d_backward(_image(xp, dy), _batch_last_shape(case.input_shape), case.size, case.stride)
+    return kernels.batch_first(dx)
 
 
 @EXAMPLES
@@ -167,7 +181,7 @@ def test_pool_gradients_match_directional_derivative(xp, case):
 
 def test_pool_kernels_leave_inputs_unchanged(xp):
     case = REALISTIC_CASES[1]
-    x, dy = (xp.asarray(a) for a in case.arrays("float32"))
+    x, dy = (_image(xp, a) for a in case.arrays("float32"))
     x_before, dy_before = to_numpy(x).copy(), to_numpy(dy).copy()
     _, argmax = kernels.max_pool2d_forward(x, case.size, case.stride)
     argmax_before = to_numpy(argmax).copy()

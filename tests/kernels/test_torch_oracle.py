@@ -35,8 +35,12 @@ def _grads(output, dy, *inputs) -> list[np.ndarray]:
 @given(case=conv_cases(max_batch=3, max_channels=4, max_size=11, max_kernel=5, max_stride=3, max_padding=3))
 def test_conv_matches_torch(case):
     x, weight, bias, dy = case.arrays("float64")
-    y, col = kernels.conv2d_forward(x, weight, bias, stride=case.stride, padding=case.padding)
-    dx, dweight, dbias = kernels.conv2d_backward(dy, col, weight, x.shape, stride=case.stride, padding=case.padding)
+    image = kernels.batch_last(x)
+    y, col = kernels.conv2d_forward(image, weight, bias, stride=case.stride, padding=case.padding)
+    dx, dweight, dbias = kernels.conv2d_backward(
+        kernels.batch_last(dy), col, weight, image.shape, stride=case.stride, padding=case.padding
+    )
+    y, dx = kernels.batch_first(y), kernels.batch_first(dx)
     tx, tw, tb = _leaf(x), _leaf(weight), _leaf(bias)
     ty = F.conv2d(tx, tw, tb, stride=case.stride, padding=case.padding)
     np.testing.assert_allclose(y, ty.detach().numpy(), **CLOSE)
@@ -49,15 +53,17 @@ def test_conv_matches_torch(case):
 def test_pooling_matches_torch(case):
     x, dy = case.arrays("float64")
     x = np.random.default_rng(case.seed).standard_normal(x.shape)
-    y, argmax = kernels.max_pool2d_forward(x, case.size, case.stride)
-    dx = kernels.max_pool2d_backward(dy, argmax, x.shape, case.size, case.stride)
+    image, dy_image = kernels.batch_last(x), kernels.batch_last(dy)
+    y, argmax = kernels.max_pool2d_forward(image, case.size, case.stride)
+    dx = kernels.max_pool2d_backward(dy_image, argmax, image.shape, case.size, case.stride)
+    y, dx = kernels.batch_first(y), kernels.batch_first(dx)
     tx = _leaf(x)
     ty = F.max_pool2d(tx, case.size, case.stride)
     np.testing.assert_allclose(y, ty.detach().numpy(), **CLOSE)
     np.testing.assert_allclose(dx, _grads(ty, dy, tx)[0], **CLOSE)
 
-    y = kernels.avg_pool2d_forward(x, case.size, case.stride)
-    dx = kernels.avg_pool2d_backward(dy, x.shape, case.size, case.stride)
+    y = kernels.batch_first(kernels.avg_pool2d_forward(image, case.size, case.stride))
+    dx = kernels.batch_first(kernels.avg_pool2d_backward(dy_image, image.shape, case.size, case.stride))
     ty = F.avg_pool2d(tx, case.size, case.stride)
     np.testing.assert_allclose(y, ty.detach().numpy(), **CLOSE)
     np.testing.assert_allclose(dx, _grads(ty, dy, tx)[0], **CLOSE)

@@ -57,6 +57,23 @@ def later(seconds, action):
     return thread
 
 
+def training_a_part() -> bool:
+    """Whether a thread of this process is inside ``train_epoch`` now (run on a worker)."""
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name == "train_epoch":
+                return True
+            frame = frame.f_back
+    return False
+
+
+def freeze_while_training(client, worker, pid):
+    """SIGSTOP ``worker`` at a moment it is training a part, so that it holds one when frozen."""
+    while not client.run(training_a_part, workers=[worker])[worker]:
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGSTOP)
+
+
 def fit(client, dataset, **options):
     model = bptdask.models.lenet5()
     params, report = fit_on_cluster(client, dataset, model, model.init_params(0), SETTINGS, timeout=240, **options)
@@ -114,7 +131,7 @@ def test_a_frozen_worker_is_dropped_and_its_late_push_revoked(cluster, mnist, sc
     workers = worker_addresses(cluster)
     victim = workers[2]
     pid = cluster.run(os.getpid)[victim]
-    freezer = later(3.0, lambda: os.kill(pid, signal.SIGSTOP))
+    freezer = later(3.0, lambda: freeze_while_training(cluster, victim, pid))
     thawer = later(3.0 + 6.0, lambda: os.kill(pid, signal.SIGCONT))  # worker_timeout 3 s: dropped by then
     try:
         model, params, report = fit(cluster, dataset, worker_timeout=3.0)
