@@ -74,6 +74,14 @@ class Layer:
         """``(dx, grads)``: input gradient (None if not needed) and parameter gradients."""
         raise NotImplementedError
 
+    def input_grad(self, params: Params, cache: Any, dy: Array) -> Array:
+        """The input gradient alone (layers with parameters compute it without their weight gradients)."""
+        return self.backward(params, cache, dy, need_input_grad=True)[0]
+
+    def param_grads(self, params: Params, cache: Any, dy: Array) -> Params:
+        """The parameter gradients alone, by local name (``{}`` for a parameter-free layer)."""
+        return self.backward(params, cache, dy, need_input_grad=False)[1]
+
     def to_config(self) -> dict[str, Any]:
         """Plain, JSON-ready description: ``{"type": "Conv2D", ...hyperparameters}``."""
         return {"type": type(self).__name__, **asdict(self)}
@@ -152,12 +160,19 @@ class Conv2D(Layer):
         return y, (col, x.shape)
 
     def backward(self, params, cache, dy, *, need_input_grad):
+        dx = self.input_grad(params, cache, dy) if need_input_grad else None
+        return dx, self.param_grads(params, cache, dy)
+
+    def input_grad(self, params, cache, dy):
         col, input_shape = cache
-        dx, dw, db = kernels.conv2d_backward(
-            dy, col, params["weight"], input_shape,
-            stride=self.stride, padding=self.padding, need_input_grad=need_input_grad,
+        return kernels.conv2d_input_grad(
+            dy, params["weight"], col.shape, input_shape, stride=self.stride, padding=self.padding
         )
-        return dx, {"weight": dw, "bias": db}
+
+    def param_grads(self, params, cache, dy):
+        col, _ = cache
+        dw, db = kernels.conv2d_weight_grad(dy, col, params["weight"].shape)
+        return {"weight": dw, "bias": db}
 
 
 @dataclass(frozen=True)
@@ -274,8 +289,15 @@ class Dense(Layer):
         return kernels.dense_forward(x, params["weight"], params["bias"]), x
 
     def backward(self, params, cache, dy, *, need_input_grad):
-        dx, dw, db = kernels.dense_backward(dy, cache, params["weight"], need_input_grad=need_input_grad)
-        return dx, {"weight": dw, "bias": db}
+        dx = self.input_grad(params, cache, dy) if need_input_grad else None
+        return dx, self.param_grads(params, cache, dy)
+
+    def input_grad(self, params, cache, dy):
+        return kernels.dense_input_grad(dy, params["weight"])
+
+    def param_grads(self, params, cache, dy):
+        dw, db = kernels.dense_weight_grad(dy, cache)
+        return {"weight": dw, "bias": db}
 
 
 @dataclass(frozen=True)

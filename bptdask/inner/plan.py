@@ -7,8 +7,11 @@ For a model split into stages ``0..K-1`` and a batch split into micro-batches
   batch-last, as layers pass images) and ``"y"``;
 - ``("forward", k, m)``: stage ``k`` forward (depends on stage ``k-1`` or ``("x", m)``);
 - ``("loss", m)``: the micro-batch's share of the loss and its logit gradient;
-- ``("backward", k, m)``: stage ``k`` backward (depends on ``("forward", k, m)`` and on
-  stage ``k+1``'s backward or the loss);
+- ``("backward", k, m)``: error propagation through stage ``k`` (depends on
+  ``("forward", k, m)`` and on stage ``k+1``'s backward or the loss);
+- ``("weight_grad", k, m)``: the weight-gradient partial sum of stage ``k``'s layer with
+  parameters (depends on ``("forward", k, m)`` and ``("backward", k, m)``), off the path
+  along which the error travels to earlier stages;
 
 and per stage ``k``: ``("reduce", k)`` summing the weight gradients of all micro-batches
 in micro-batch order, and ``("update", k)`` applying the optimizer to that stage as soon
@@ -42,6 +45,11 @@ from bptdask.optim import SGD
 MICRO_BATCH_SAMPLES = 32
 #: Fixed cost of running one task, in FLOP-equivalents, for the priority model.
 TASK_OVERHEAD_FLOPS = 2e5
+#: Cost of one pass over one parameter element in FLOP-equivalents (memory-bound
+#: element-wise work against GEMMs): the SGD update makes about six passes per parameter,
+#: the reduction one per micro-batch.
+ELEMENT_PASS_FLOPS = 10.0
+SGD_PASSES = 6
 
 Key = Hashable
 
@@ -112,16 +120,24 @@ def split_stages(model: Sequential) -> tuple[tasks.Stage, ...]:
         groups[-1].append(i)
         seen_params = seen_params or has_params
     names = model.param_shapes()
-    return tuple(
-        tasks.Stage(
-            index=k,
-            layer_indices=tuple(group),
-            layers=tuple(model.layers[i] for i in group),
-            param_names=tuple(n for n in names if int(n.split(".")[0]) in group),
-            forward_flops=sum(_layer_flops(model.layers[i], model.shapes[i], model.shapes[i + 1]) for i in group),
+    stages = []
+    for k, group in enumerate(groups):
+        flops = [_layer_flops(model.layers[i], model.shapes[i], model.shapes[i + 1]) for i in group]
+        with_params = [p for p, i in enumerate(group) if model.layers[i].param_shapes(model.shapes[i])]
+        position = with_params[0] if with_params else None
+        stages.append(
+            tasks.Stage(
+                index=k,
+                layer_indices=tuple(group),
+                layers=tuple(model.layers[i] for i in group),
+                param_names=tuple(n for n in names if int(n.split(".")[0]) in group),
+                forward_flops=sum(flops),
+                param_flops=0.0 if position is None else flops[position],
+                param_position=position,
+                param_count=sum(int(np.prod(shape)) for n, shape in names.items() if int(n.split(".")[0]) in group),
+            )
         )
-        for k, group in enumerate(groups)
-    )
+    return tuple(stages)
 
 
 def _costs(stages, bounds) -> dict[Key, float]:
@@ -131,11 +147,15 @@ def _costs(stages, bounds) -> dict[Key, float]:
         costs[("x", m)] = costs[("y", m)] = TASK_OVERHEAD_FLOPS
         costs[("loss", m)] = TASK_OVERHEAD_FLOPS
         for stage in stages:
-            factor = 1.0 if stage.index == 0 else 2.0
+            # The first stage propagates no error into its layer with parameters' input.
+            propagated = stage.forward_flops - (stage.param_flops if stage.index == 0 else 0.0)
             costs[("forward", stage.index, m)] = TASK_OVERHEAD_FLOPS + n * stage.forward_flops
-            costs[("backward", stage.index, m)] = TASK_OVERHEAD_FLOPS + factor * n * stage.forward_flops
+            costs[("backward", stage.index, m)] = TASK_OVERHEAD_FLOPS + n * propagated
+            costs[("weight_grad", stage.index, m)] = TASK_OVERHEAD_FLOPS + n * stage.param_flops
     for stage in stages:
-        costs[("reduce", stage.index)] = costs[("update", stage.index)] = TASK_OVERHEAD_FLOPS
+        element_pass = ELEMENT_PASS_FLOPS * stage.param_count
+        costs[("reduce", stage.index)] = TASK_OVERHEAD_FLOPS + len(bounds) * element_pass
+        costs[("update", stage.index)] = TASK_OVERHEAD_FLOPS + SGD_PASSES * element_pass
     return costs
 
 
@@ -224,9 +244,13 @@ def make_plan(
                 partial(tasks.backward_stage, stage, stage.index == 0),
                 ("params", stage.index), ("forward", stage.index, m), downstream,
             )
+            graph[("weight_grad", stage.index, m)] = (
+                partial(tasks.weight_grad_stage, stage),
+                ("params", stage.index), ("forward", stage.index, m), ("backward", stage.index, m),
+            )
     for stage in stages:
         k = stage.index
-        graph[("reduce", k)] = (tasks.reduce_gradients, [("backward", k, m) for m in range(len(bounds))])
+        graph[("reduce", k)] = (tasks.reduce_gradients, [("weight_grad", k, m) for m in range(len(bounds))])
         graph[("update", k)] = (partial(tasks.update_stage, optimizer), ("params", k), ("state", k), ("reduce", k))
     graph["loss"] = (tasks.total_loss, [("loss", m) for m in range(len(bounds))])
 

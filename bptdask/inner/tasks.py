@@ -28,6 +28,12 @@ class Stage:
     param_names: tuple[str, ...]
     forward_flops: float
     """Multiply-add FLOPs of one sample's forward pass through the stage (cost model)."""
+    param_flops: float = 0.0
+    """The part of ``forward_flops`` spent in the layer with parameters."""
+    param_position: int | None = None
+    """Position in ``layers`` of the layer with parameters (0 in every stage but the first), or None."""
+    param_count: int = 0
+    """Number of parameter elements (cost model of the reduction and the update)."""
 
     @property
     def has_dropout(self) -> bool:
@@ -42,10 +48,14 @@ class Activation(NamedTuple):
 
 
 class Gradient(NamedTuple):
-    """Gradient flowing backwards out of a stage (or the loss) for one micro-batch."""
+    """Gradient flowing backwards out of a stage (or the loss) for one micro-batch.
+
+    ``at_params`` is the gradient at the output of the stage's layer with parameters,
+    from which :func:`weight_grad_stage` computes that layer's weight gradients.
+    """
 
     dx: Array | None
-    grads: Params
+    at_params: Array | None = None
     loss: float = 0.0
 
 
@@ -99,32 +109,45 @@ def loss_gradient(weight: float, activation: Activation, labels: Array) -> Gradi
     The scaled losses and logit gradients of all micro-batches sum to those of the whole batch.
     """
     loss, dlogits = kernels.softmax_cross_entropy(activation.value, labels)
-    return Gradient(dx=dlogits * dlogits.dtype.type(weight), grads={}, loss=float(loss) * weight)
+    return Gradient(dx=dlogits * dlogits.dtype.type(weight), loss=float(loss) * weight)
 
 
 def backward_stage(stage: Stage, is_first: bool, params: Params, activation: Activation, downstream: Gradient) -> Gradient:
-    """Back-propagate one micro-batch through ``stage``: input gradient and weight gradients.
+    """Propagate one micro-batch's error back through ``stage`` (no weight gradients).
 
-    In the first stage nothing upstream needs an input gradient, so the walk stops at its
-    layer with parameters and skips that layer's ``dx``.
+    Keeps the gradient at the output of the stage's layer with parameters for
+    :func:`weight_grad_stage`, a separate task off the critical path. In the first stage
+    nothing upstream needs an input gradient, so the walk stops at that layer.
     """
-    dy = downstream.dx
-    grads: Params = {}
-    for position in range(len(stage.layers) - 1, -1, -1):
+    dy, at_params = downstream.dx, None
+    for position in reversed(range(len(stage.layers))):
         index, layer = stage.layer_indices[position], stage.layers[position]
-        last = is_first and position == 0
-        dy, layer_grads = layer.backward(_local(params, index), activation.caches[position], dy, need_input_grad=not last)
-        grads.update({f"{index}.{name}": g for name, g in layer_grads.items()})
-    return Gradient(dx=None if is_first else dy, grads=grads)
+        if position == stage.param_position:
+            at_params = dy
+            if is_first:
+                break
+        elif is_first and (stage.param_position is None or position < stage.param_position):
+            break
+        dy = layer.input_grad(_local(params, index), activation.caches[position], dy)
+    return Gradient(dx=None if is_first else dy, at_params=at_params)
 
 
-def reduce_gradients(parts: list[Gradient]) -> Params:
+def weight_grad_stage(stage: Stage, params: Params, activation: Activation, propagated: Gradient) -> Params:
+    """Weight gradients of ``stage``'s layer with parameters for one micro-batch (``{}`` if it has none)."""
+    if stage.param_position is None:
+        return {}
+    index, layer = stage.layer_indices[stage.param_position], stage.layers[stage.param_position]
+    grads = layer.param_grads(_local(params, index), activation.caches[stage.param_position], propagated.at_params)
+    return {f"{index}.{name}": value for name, value in grads.items()}
+
+
+def reduce_gradients(parts: list[Params]) -> Params:
     """Sum the micro-batches' weight gradients in list order (a fixed, reproducible order)."""
     if len(parts) == 1:
-        return {name: value.copy() for name, value in parts[0].grads.items()}
-    total = {name: value + parts[1].grads[name] for name, value in parts[0].grads.items()}
+        return {name: value.copy() for name, value in parts[0].items()}
+    total = {name: value + parts[1][name] for name, value in parts[0].items()}
     for part in parts[2:]:
-        for name, value in part.grads.items():
+        for name, value in part.items():
             total[name] += value
     return total
 

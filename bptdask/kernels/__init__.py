@@ -12,8 +12,16 @@ from bptdask.kernels.activation import (
     relu_backward,
     relu_forward,
 )
-from bptdask.kernels.conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col
-from bptdask.kernels.dense import dense_backward, dense_forward
+from bptdask.kernels.conv import (
+    col2im,
+    conv2d_backward,
+    conv2d_forward,
+    conv2d_input_grad,
+    conv2d_weight_grad,
+    conv_output_size,
+    im2col,
+)
+from bptdask.kernels.dense import dense_backward, dense_forward, dense_input_grad, dense_weight_grad
 from bptdask.kernels.layout import batch_first, batch_last
 from bptdask.kernels.loss import log_softmax, softmax, softmax_cross_entropy
 from bptdask.kernels.optim import sgd_momentum_update
@@ -33,9 +41,13 @@ __all__ = [
     "col2im",
     "conv2d_backward",
     "conv2d_forward",
+    "conv2d_input_grad",
+    "conv2d_weight_grad",
     "conv_output_size",
     "dense_backward",
     "dense_forward",
+    "dense_input_grad",
+    "dense_weight_grad",
     "dropout_backward",
     "dropout_forward",
     "dropout_mask",

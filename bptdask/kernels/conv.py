@@ -117,6 +117,50 @@ def conv2d_forward(
     return y.reshape(o, oh, ow, n), col
 
 
+def conv2d_weight_grad(dy: Array, col: Array, weight_shape: tuple[int, int, int, int]) -> tuple[Array, Array]:
+    """Weight and bias gradients of :func:`conv2d_forward`.
+
+    Parameters
+    ----------
+    dy : array, shape (O, OH, OW, N)
+        Gradient of the loss with respect to the output.
+    col : array, shape (C, kh, kw, OH, OW, N)
+        The unfolded input returned by the forward pass.
+    weight_shape : (O, C, kh, kw)
+
+    Returns
+    -------
+    dweight : array, shape (O, C, kh, kw)
+    dbias : array, shape (O,)
+    """
+    o = weight_shape[0]
+    dy_rows = dy.reshape(o, -1)
+    dweight = matmul(dy_rows, col.reshape(-1, dy_rows.shape[1]).T).reshape(weight_shape)
+    return dweight, dy_rows.sum(axis=1)
+
+
+def conv2d_input_grad(
+    dy: Array, weight: Array, col_shape: tuple[int, ...], input_shape: tuple[int, int, int, int], *,
+    stride: int = 1, padding: int = 0,
+) -> Array:
+    """Input gradient of :func:`conv2d_forward`.
+
+    Parameters
+    ----------
+    dy : array, shape (O, OH, OW, N)
+    weight : array, shape (O, C, kh, kw)
+    col_shape : (C, kh, kw, OH, OW, N), the shape of the forward pass's columns
+    input_shape : (C, H, W, N)
+
+    Returns
+    -------
+    dx : array, shape (C, H, W, N)
+    """
+    o = weight.shape[0]
+    dcol = matmul(weight.reshape(o, -1).T, dy.reshape(o, -1))
+    return col2im(dcol.reshape(col_shape), input_shape, stride, padding)
+
+
 def conv2d_backward(
     dy: Array,
     col: Array,
@@ -127,7 +171,7 @@ def conv2d_backward(
     padding: int = 0,
     need_input_grad: bool = True,
 ) -> tuple[Array | None, Array, Array]:
-    """Gradients of :func:`conv2d_forward`.
+    """Gradients of :func:`conv2d_forward`: :func:`conv2d_input_grad` and :func:`conv2d_weight_grad`.
 
     Parameters
     ----------
@@ -146,14 +190,8 @@ def conv2d_backward(
     dweight : array, shape (O, C, kh, kw)
     dbias : array, shape (O,)
     """
-    o = weight.shape[0]
-    k = col.shape[0] * col.shape[1] * col.shape[2]
-    dy_rows = dy.reshape(o, -1)
-    col_rows = col.reshape(k, -1)
-    dweight = matmul(dy_rows, col_rows.T).reshape(weight.shape)
-    dbias = dy_rows.sum(axis=1)
+    dweight, dbias = conv2d_weight_grad(dy, col, weight.shape)
     dx = None
     if need_input_grad:
-        dcol = matmul(weight.reshape(o, k).T, dy_rows)
-        dx = col2im(dcol.reshape(col.shape), input_shape, stride, padding)
+        dx = conv2d_input_grad(dy, weight, col.shape, input_shape, stride=stride, padding=padding)
     return dx, dweight, dbias

@@ -14,10 +14,20 @@ def dense_forward(x: Array, weight: Array, bias: Array | None) -> Array:
     return y
 
 
+def dense_weight_grad(dy: Array, x: Array) -> tuple[Array, Array]:
+    """``dy`` ``(N, out)``, forward input ``x`` ``(N, in)`` -> ``dweight`` ``(out, in)``, ``dbias`` ``(out,)``."""
+    return matmul(dy.T, x), dy.sum(axis=0)
+
+
+def dense_input_grad(dy: Array, weight: Array) -> Array:
+    """``dy`` ``(N, out)``, ``weight`` ``(out, in)`` -> ``dx`` ``(N, in)``."""
+    return matmul(dy, weight)
+
+
 def dense_backward(
     dy: Array, x: Array, weight: Array, *, need_input_grad: bool = True
 ) -> tuple[Array | None, Array, Array]:
-    """Gradients of :func:`dense_forward`.
+    """Gradients of :func:`dense_forward`: :func:`dense_input_grad` and :func:`dense_weight_grad`.
 
     Parameters
     ----------
@@ -31,5 +41,5 @@ def dense_backward(
     dweight : array, shape (out, in)
     dbias : array, shape (out,)
     """
-    dx = matmul(dy, weight) if need_input_grad else None
-    return dx, matmul(dy.T, x), dy.sum(axis=0)
+    dx = dense_input_grad(dy, weight) if need_input_grad else None
+    return (dx, *dense_weight_grad(dy, x))

@@ -54,6 +54,7 @@ def test_every_task_once_and_dependencies_as_specified():
         {("x", m) for m in range(m_count)} | {("y", m) for m in range(m_count)}
         | {("forward", k, m) for k in range(k_count) for m in range(m_count)}
         | {("backward", k, m) for k in range(k_count) for m in range(m_count)}
+        | {("weight_grad", k, m) for k in range(k_count) for m in range(m_count)}
         | {("loss", m) for m in range(m_count)}
         | {("reduce", k) for k in range(k_count)} | {("update", k) for k in range(k_count)} | {"loss"}
     )
@@ -64,7 +65,8 @@ def test_every_task_once_and_dependencies_as_specified():
     assert deps[("loss", 3)] == {("forward", 3, 3), ("y", 3)}
     assert deps[("backward", 3, 0)] == {("forward", 3, 0), ("loss", 0)}
     assert deps[("backward", 1, 0)] == {("forward", 1, 0), ("backward", 2, 0)}
-    assert deps[("reduce", 2)] == {("backward", 2, m) for m in range(m_count)}
+    assert deps[("weight_grad", 1, 0)] == {("forward", 1, 0), ("backward", 1, 0)}
+    assert deps[("reduce", 2)] == {("weight_grad", 2, m) for m in range(m_count)}
     assert deps[("update", 2)] == {("reduce", 2)}, "an update waits for its own stage only"
     assert deps["loss"] == {("loss", m) for m in range(m_count)}
     assert plan.outputs == (("update", 0), ("update", 1), ("update", 2), ("update", 3), "loss")
@@ -73,7 +75,7 @@ def test_every_task_once_and_dependencies_as_specified():
 
 def test_reduction_order_is_fixed_by_micro_batch():
     plan = make_plan(lenet5(), 64, optimizer=OPT, micro_batches=5)
-    assert plan.graph[("reduce", 1)][1] == [("backward", 1, m) for m in range(5)]
+    assert plan.graph[("reduce", 1)][1] == [("weight_grad", 1, m) for m in range(5)]
 
 
 def test_graph_is_acyclic():
@@ -106,4 +108,7 @@ def test_priorities_favour_the_longest_remaining_path():
     assert p[("backward", 1, 0)] > p[("backward", 0, 0)] > p[("reduce", 0)] > p[("update", 0)]
     # back-propagating into the conv layers is the longer road than the updates of later stages
     assert p[("backward", 2, 0)] > p[("update", 3)]
+    # and than a stage's own weight gradient, which nothing upstream waits for
+    assert p[("backward", 1, 0)] > p[("weight_grad", 1, 0)] > p[("reduce", 1)]
+    assert p[("backward", 2, 0)] > p[("weight_grad", 2, 0)]
     assert p[("loss", 0)] > p[("update", 3)]
