@@ -209,7 +209,8 @@ def run_plan(plan: Plan, inputs: dict[Key, Any], *, n_threads: int) -> dict[Key,
     with _blas_controller().limit(limits=1, user_api="blas"):
         _helpers.lend(run, n_threads - 1)
         run.work()
-        run.wait_for_helpers()
-    if run.error is not None:
-        raise run.error
+        if run.error is not None:
+            run.wait_for_helpers()  # tasks already started finish before the error is raised
+            raise run.error
+    # Every task has run; helpers still leaving the run have nothing left to execute.
     return {key: run.values[key] for key in plan.outputs}
