@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from bptdask.errors import ShapeError
 from bptdask.inner import run_plan, train_step
-from bptdask.layers import Conv2D, Dense, Dropout, Flatten, ReLU
+from bptdask.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from bptdask.model import Sequential
 from bptdask.inner.step import cached_plan, step_inputs
 from bptdask.models import lenet5, vgg_small
@@ -39,8 +39,13 @@ def _state(params):
 @pytest.mark.parametrize(
     ("build", "batch"),
     [(lambda: lenet5(dropout=0), 64), (lambda: lenet5(dropout=0), 37),
-     (lambda: _without_dropout(vgg_small(input_shape=(3, 16, 16), width=8)), 24)],
-    ids=["lenet5-64", "lenet5-37", "vgg-small-24"],
+     (lambda: _without_dropout(vgg_small(input_shape=(3, 16, 16), width=8)), 24),
+     (lambda: Sequential(
+         [AvgPool2D(2, stride=1), Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(3, stride=2), Flatten(),
+          Dense(5), ReLU(), Dense(4)],
+         input_shape=(2, 9, 9),
+     ), 20)],
+    ids=["lenet5-64", "lenet5-37", "vgg-small-24", "leading-pool-overlapping-windows-20"],
 )
 def test_graph_step_equals_sequential_step_in_float64(build, batch):
     model = build()
