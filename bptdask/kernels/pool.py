@@ -1,11 +1,11 @@
 """Max and average pooling over batch-last ``(C, H, W, N)`` images, NumPy and CuPy alike.
 
-Both loop over the ``size × size`` window offsets and work on one strided slice per
-offset; batch-last, each slice is made of contiguous runs of ``N`` values. Max pooling
-records which offset won (first maximum wins, as in PyTorch) so the backward pass puts
-each gradient at its argmax; overlapping windows accumulate (added slice by slice),
-non-overlapping ones are written in one call through a strided view of all windows. On CuPy, max pooling runs as one CUDA launch
-each way (:mod:`bptdask.cuda`).
+The forward passes loop over the ``size × size`` window offsets and work on one strided
+slice per offset; batch-last, each slice is made of contiguous runs of ``N`` values. Max
+pooling records which offset won (first maximum wins, as in PyTorch) so the backward pass
+puts each gradient at its argmax. Backward, overlapping windows accumulate slice by
+slice, and non-overlapping ones are written in one call through a strided view of all
+windows. On CuPy, max pooling runs as one CUDA launch each way (:mod:`bptdask.cuda`).
 """
 
 from __future__ import annotations
