@@ -126,13 +126,29 @@ class TorchRunner:
             self.optimizer.step()
 
 
+#: Before each timed pass: a pause, then the runner trains untimed for a while.
+#: OpenBLAS and OpenMP worker threads keep spinning after their last job; without the
+#: pause they took CPU from the next runner (PyTorch on 2 threads ran 4,400-5,200 images/s
+#: right after a BLAS-threaded bptdask pass, 6,500-7,300 on its own). After a pause, a
+#: core that sat idle runs slowly for a while on this VM: the first five 2-thread LeNet-5
+#: steps took 10-13 ms, later ones 7.5 ms, hence the warm-up.
+SETTLE_SECONDS = 0.3
+WARM_UP_SECONDS = 0.2
+
+
 def alternate(runners: dict, batches, rounds: int) -> dict[str, float]:
-    """Median images/s of each runner over ``rounds`` alternating timed passes (after a warm-up)."""
-    for runner in runners.values():
-        runner.run(batches[:2])
+    """Median images/s of each runner over ``rounds`` alternating timed passes.
+
+    Each pass follows :data:`SETTLE_SECONDS` of rest and :data:`WARM_UP_SECONDS` of
+    untimed training by the same runner.
+    """
     seconds: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, runner in runners.items():
+            time.sleep(SETTLE_SECONDS)
+            warm_up_until = time.perf_counter() + WARM_UP_SECONDS
+            while time.perf_counter() < warm_up_until:
+                runner.run(batches[:2])
             seconds[name].append(timed(lambda: runner.run(batches)))
     images = sum(len(y) for _, y in batches)
     return {name: images / statistics.median(values) for name, values in seconds.items()}
