@@ -280,7 +280,7 @@ class Dataset:
     def _read_range(self, array: zarr.Array, name: str, start: int, stop: int) -> np.ndarray:
         try:
             return array[start:stop]
-        except _DECODE_ERRORS as exc:
+        except _DECODE_ERRORS:
             for index, (chunk_start, chunk_stop) in enumerate(self.chunk_boundaries):
                 if chunk_stop <= start or chunk_start >= stop:
                     continue

@@ -206,7 +206,7 @@ def check_arrays(group: zarr.Group, where: str) -> dict[str, zarr.Array]:
                 f"{where}: {name!r} has dtype {array.dtype}, the format needs {dtype}; re-ingest it with bptdask.ingest"
             )
         arrays[name] = array
-    images, labels = arrays[IMAGES], arrays[LABELS]
+    images = arrays[IMAGES]
     if images.ndim != 4 or min(images.shape[1:]) < 1:
         raise DatasetFormatError(
             f"{where}: 'images' has shape {images.shape}, the format needs (N, C, H, W); re-ingest it"

@@ -13,7 +13,7 @@ from bptdask.inner.plan import (
     split_stages,
     topological_order,
 )
-from bptdask.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from bptdask.layers import Conv2D, Dense, Dropout, Flatten, ReLU
 from bptdask.model import Sequential
 from bptdask.models import lenet5
 from bptdask.optim import SGD
