@@ -125,16 +125,17 @@ def split_stages(model: Sequential) -> tuple[tasks.Stage, ...]:
         flops = [_layer_flops(model.layers[i], model.shapes[i], model.shapes[i + 1]) for i in group]
         with_params = [p for p, i in enumerate(group) if model.layers[i].param_shapes(model.shapes[i])]
         position = with_params[0] if with_params else None
+        stage_names = tuple(n for n in names if int(n.split(".")[0]) in group)
         stages.append(
             tasks.Stage(
                 index=k,
                 layer_indices=tuple(group),
                 layers=tuple(model.layers[i] for i in group),
-                param_names=tuple(n for n in names if int(n.split(".")[0]) in group),
+                param_names=stage_names,
                 forward_flops=sum(flops),
                 param_flops=0.0 if position is None else flops[position],
                 param_position=position,
-                param_count=sum(int(np.prod(shape)) for n, shape in names.items() if int(n.split(".")[0]) in group),
+                param_count=sum(int(np.prod(names[n])) for n in stage_names),
             )
         )
     return tuple(stages)
