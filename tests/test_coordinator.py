@@ -47,13 +47,22 @@ def run_threads(model, coordinator, data, workers, settings):
         index = np.concatenate([np.arange(c * CHUNK, (c + 1) * CHUNK) for c in chunks])
         return images[index], labels[index]
 
+    # A Dask actor runs one call at a time; so does this stand-in. Unserialised, a push that
+    # closes the last epoch between another worker's finished-check and its next-part
+    # lookup leaves the schedule no plan to index (an IndexError, seen once in CI).
+    one_call_at_a_time = threading.Lock()
+
+    def call(method, *args, **kwargs):
+        with one_call_at_a_time:
+            return method(*args, **kwargs)
+
     def work(name):
         trainer = PartTrainer(model, settings, mean, std, n_threads=1, rng=np.random.default_rng(len(name)))
         try:
             summaries[name] = run_worker(
-                name, next_part=lambda: coordinator.next_part(name), pull=coordinator.pull,
-                push=lambda r, p, delta, version, seconds: coordinator.push_and_pull(
-                    name, r, p, delta, base_version=version, seconds=seconds
+                name, next_part=lambda: call(coordinator.next_part, name), pull=lambda: call(coordinator.pull),
+                push=lambda r, p, delta, version, seconds: call(
+                    coordinator.push_and_pull, name, r, p, delta, base_version=version, seconds=seconds
                 ),
                 read_part=read_part, train_part=trainer,
             )
