@@ -320,10 +320,9 @@ class TrainingCoordinator:
     def expire_silent(self) -> list[str]:
         """Declare lost every worker that has been silent too long.
 
-        Silent means no call for ``worker_timeout`` seconds or, while the worker holds a
-        part, for four times the part's expected training time at its measured power if
-        that is longer. A waiting worker asks again every few milliseconds, so it is
-        silent only when frozen too. Returns the workers dropped now.
+        Silent: no call for ``worker_timeout`` seconds or, holding a part, for four times
+        its expected training time at the worker's measured power if longer. A waiting
+        worker asks every few milliseconds, so it too is silent only when frozen.
         """
         if self.worker_timeout is None or self.finished:
             return []
