@@ -318,7 +318,7 @@ class TrainingCoordinator:
 
     # ------------------------------------------------------------ membership
     def expire_silent(self) -> list[str]:
-        """Declare lost every worker that has been silent too long.
+        """Declare lost, and return, every worker silent for too long.
 
         Silent: no call for ``worker_timeout`` seconds or, holding a part, for four times
         its expected training time at the worker's measured power if longer. A waiting
