@@ -17,6 +17,7 @@ from __future__ import annotations
 from bptdask._typing import Array
 from bptdask.backend import array_namespace, device_kernels
 from bptdask.kernels.gemm import matmul
+from bptdask.kernels.layout import window_view
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -52,16 +53,7 @@ def im2col(x: Array, kernel_size: tuple[int, int], stride: int, padding: int) ->
     xp = array_namespace(x)
     if (fast := device_kernels(xp)) is not None:
         return fast.im2col(x, kernel_size, stride, padding)
-    kh, kw = kernel_size
-    c, h, w, n = x.shape
-    oh = conv_output_size(h, kh, stride, padding)
-    ow = conv_output_size(w, kw, stride, padding)
-    source = _padded(x, padding)
-    step_c, step_h, step_w, step_n = source.strides
-    windows = xp.lib.stride_tricks.as_strided(
-        source, (c, kh, kw, oh, ow, n), (step_c, step_h, step_w, stride * step_h, stride * step_w, step_n)
-    )
-    return windows.copy()
+    return window_view(_padded(x, padding), kernel_size, stride).copy()
 
 
 def col2im(col: Array, input_shape: tuple[int, int, int, int], stride: int, padding: int) -> Array:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from bptdask._typing import Array
 from bptdask.backend import array_namespace, device_kernels
+from bptdask.kernels.layout import window_view
 
 
 def pool_output_size(size: int, window: int, stride: int) -> int:
@@ -37,19 +38,6 @@ def _window_slices(
             rows = slice(i, i + stride * oh, stride)
             cols = slice(j, j + stride * ow, stride)
             yield i * size + j, (slice(None), rows, cols)
-
-
-def _window_view(x: Array, size: int, stride: int) -> Array:
-    """A strided view ``(size, size, C, OH, OW, N)`` of ``x`` ``(C, H, W, N)``: element
-    ``[i, j, c, oh, ow, n]`` is ``x[c, stride*oh + i, stride*ow + j, n]``.
-
-    Writing through it is safe only when windows do not overlap (``stride >= size``).
-    """
-    c, h, w, n = x.shape
-    step_c, step_h, step_w, step_n = x.strides
-    shape = (size, size, c, pool_output_size(h, size, stride), pool_output_size(w, size, stride), n)
-    steps = (step_h, step_w, step_c, stride * step_h, stride * step_w, step_n)
-    return array_namespace(x).lib.stride_tricks.as_strided(x, shape, steps)
 
 
 def max_pool2d_forward(x: Array, size: int, stride: int) -> tuple[Array, Array]:
@@ -105,8 +93,9 @@ def max_pool2d_backward(
         for offset, index in _window_slices(input_shape, size, stride):
             dx[index] += dy * (argmax == offset)
         return dx
-    offsets = xp.arange(size * size, dtype=argmax.dtype).reshape(size, size, 1, 1, 1, 1)
-    xp.multiply(dy, argmax == offsets, out=_window_view(dx, size, stride))
+    offsets = xp.arange(size * size, dtype=argmax.dtype).reshape(1, size, size, 1, 1, 1)
+    windows = window_view(dx, (size, size), stride)
+    xp.multiply(dy[:, None, None], argmax[:, None, None] == offsets, out=windows)
     return dx
 
 
@@ -129,5 +118,5 @@ def avg_pool2d_backward(dy: Array, input_shape: tuple[int, int, int, int], size:
         for _, index in _window_slices(input_shape, size, stride):
             dx[index] += share
     else:
-        _window_view(dx, size, stride)[...] = share
+        window_view(dx, (size, size), stride)[...] = share[:, None, None]
     return dx
