@@ -26,7 +26,7 @@ from distributed import Client, LocalCluster
 
 import bptdask
 from bptdask.cluster import fit_on_cluster, worker_addresses
-from bptdask.loop import TrainingSettings
+from bptdask.outer.config import RunConfig
 from common import print_table, write_report
 from outer import mnist, scorer
 
@@ -61,37 +61,37 @@ class Chaos:
             self.kills.append({"seconds": time.monotonic() - self.started, "worker": victim})
 
 
-def run(client, dataset, test, settings, *, interval: float | None, seed: int, checkpoint_every: int) -> dict:
+def run(client, dataset, test, config, *, interval: float | None, seed: int) -> dict:
     model = bptdask.models.lenet5()
     workers_at_start = len(worker_addresses(client))
     with tempfile.TemporaryDirectory(prefix="bptdask-chaos-") as checkpoint:
         started = time.perf_counter()
         if interval is None:
-            params, report = fit_on_cluster(client, dataset, model, model.init_params(seed), settings,
-                                             checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+            params, report = fit_on_cluster(client, dataset, model, model.init_params(seed), config,
+                                             checkpoint=checkpoint)
             kills = []
         else:
             with Chaos(client, interval, seed) as chaos:
-                params, report = fit_on_cluster(client, dataset, model, model.init_params(seed), settings,
-                                                 checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                params, report = fit_on_cluster(client, dataset, model, model.init_params(seed), config,
+                                                 checkpoint=checkpoint)
             kills = chaos.kills
         wall = time.perf_counter() - started
-    coordinators = {recovery["lost_coordinator"] for recovery in report["recoveries"]}
+    coordinators = {recovery.lost_coordinator for recovery in report.recoveries}
     return {
         "run": "fault-free" if interval is None else f"kill every {interval:g} s",
         "workers_at_start": workers_at_start,
         "faults_injected": len(kills),
-        "faults_survived": len(kills) if report["epochs_done"] == settings.epochs else 0,
+        "faults_survived": len(kills) if report.epochs_done == config.epochs else 0,
         "coordinator_kills": sum(kill["worker"] in coordinators for kill in kills),
-        "lost_workers": len(report["lost_workers"]),
-        "recoveries": len(report["recoveries"]),
-        "merges_lost": report["merges_lost"],
-        "merges": report["version"],
-        "epochs": report["epochs_done"],
+        "lost_workers": len(report.lost_workers),
+        "recoveries": len(report.recoveries),
+        "merges_lost": report.merges_lost,
+        "merges": report.version,
+        "epochs": report.epochs_done,
         "wall_seconds": wall,
         "accuracy": scorer(model, dataset, test)(params),
         "kills": kills,
-        "recovery_log": report["recoveries"],
+        "recovery_log": report.to_dict()["recoveries"],
     }
 
 
@@ -105,17 +105,16 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
 
     dataset, test = mnist(args.scratch)
-    settings = TrainingSettings(epochs=args.epochs, batch_size=32, device="cpu")
+    config = RunConfig(epochs=args.epochs, batch_size=32, device="cpu", checkpoint_every=args.checkpoint_every)
     with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        rows = [run(client, dataset, test, settings, interval=None, seed=0, checkpoint_every=args.checkpoint_every)]
+        rows = [run(client, dataset, test, config, interval=None, seed=0)]
         for seed in args.seeds:
             try:
                 client.wait_for_workers(3, timeout=60)
             except TimeoutError:  # a Nanny that gave up restarting its worker: go on with fewer
                 print(f"only {len(worker_addresses(client))} of 3 workers came back; seed {seed} runs with them")
-            rows.append(run(client, dataset, test, settings, interval=args.interval, seed=seed,
-                            checkpoint_every=args.checkpoint_every))
+            rows.append(run(client, dataset, test, config, interval=args.interval, seed=seed))
     print(f"Chaos: 3 Nanny workers, LeNet-5, MNIST sample, {args.epochs} epochs AGWU, batch 32, "
           f"checkpoint every {args.checkpoint_every} merges, SIGKILL of a random worker every {args.interval:g} s:")
     print_table(rows, [("run", "run", "s"), ("workers_at_start", "workers", "d"), ("faults_injected", "injected", "d"), ("faults_survived", "survived", "d"),

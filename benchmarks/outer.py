@@ -30,8 +30,9 @@ from distributed import Client, LocalCluster, get_worker
 import bptdask
 from bptdask import datasets
 from bptdask.cluster import fit_on_cluster, simulate_slowdown, worker_addresses
-from bptdask.loop import TrainingSettings
-from bptdask.ps import WeightServer
+from bptdask.outer.config import RunConfig
+from bptdask.outer.protocol import PartKey
+from bptdask.outer.weights import WeightServer
 from common import print_table, write_report
 
 SLOWDOWNS = (1.0, 2.0, 4.0)
@@ -57,21 +58,17 @@ def scorer(model, dataset, test):
 
 def makespan_rows(client, dataset, epochs: int, repeats: int, chunks_per_round: int | None) -> list[dict]:
     model = bptdask.models.lenet5()
-    settings = TrainingSettings(epochs=epochs, device="cpu")
     n_epoch = int(dataset.chunk_sizes("train").sum())
     runs: dict[str, list[dict]] = {"power": [], "even": []}
     for _ in range(repeats):
         for balance in runs:
-            _, report = fit_on_cluster(
-                client, dataset, model, model.init_params(0), settings, balance=balance,
-                chunks_per_round=chunks_per_round,
-            )
-            ends = report["epoch_ends"]
-            powers = [w["power"] for w in report["workers"].values()]
+            config = RunConfig(epochs=epochs, device="cpu", balance=balance, chunks_per_round=chunks_per_round)
+            _, report = fit_on_cluster(client, dataset, model, model.init_params(0), config)
+            powers = [w.power for w in report.workers.values()]
             runs[balance].append({
-                "epoch_seconds": statistics.median(np.diff(ends)),
+                "epoch_seconds": statistics.median(np.diff(report.epoch_ends)),
                 "ideal_seconds": n_epoch / sum(powers),
-                "samples": {w: v["samples"] for w, v in report["workers"].items()},
+                "samples": {w: v.samples for w, v in report.workers.items()},
             })
     rows = []
     for balance, results in runs.items():
@@ -90,28 +87,27 @@ def accuracy_rows(client, dataset, test, epochs: int, chunks_per_round: int | No
     model = bptdask.models.lenet5()
     evaluate = scorer(model, dataset, test)
     rows = []
-    for mode in ("agwu", "sgwu"):
-        settings = TrainingSettings(epochs=epochs, batch_size=32, device="cpu")
-        started = time.perf_counter()
-        params, report = fit_on_cluster(
-            client, dataset, model, model.init_params(0), settings, mode=mode, evaluate=evaluate,
-            chunks_per_round=chunks_per_round,
+    for update in ("agwu", "sgwu"):
+        config = RunConfig(
+            epochs=epochs, batch_size=32, device="cpu", update=update, chunks_per_round=chunks_per_round
         )
+        started = time.perf_counter()
+        params, report = fit_on_cluster(client, dataset, model, model.init_params(0), config, evaluate=evaluate)
         wall = time.perf_counter() - started
-        loops = report["worker_loops"].values()
-        busy = sum(loop["busy_seconds"] for loop in loops)
-
-        def seconds_to(target):
-            hit = next((e["seconds"] for e in report["evaluations"] if e["accuracy"] >= target), None)
-            return float("nan") if hit is None else hit
-
+        busy = sum(loop.busy_seconds for loop in report.worker_loops.values())
         rows.append({
-            "mode": mode.upper(), "epochs": report["epochs_done"], "wall_seconds": wall,
-            "idle_fraction": 1.0 - busy / (len(report["worker_loops"]) * report["seconds"]),
-            "seconds_to_96": seconds_to(0.96), "seconds_to_97": seconds_to(0.97),
-            "final_accuracy": evaluate(params), "merges": report["version"],
+            "mode": update.upper(), "epochs": report.epochs_done, "wall_seconds": wall,
+            "idle_fraction": 1.0 - busy / (len(report.worker_loops) * report.seconds),
+            "seconds_to_96": seconds_to(report, 0.96), "seconds_to_97": seconds_to(report, 0.97),
+            "final_accuracy": evaluate(params), "merges": report.version,
         })
     return rows
+
+
+def seconds_to(report, target: float) -> float:
+    """Seconds from the start of the run to the first epoch scoring ``target``; NaN if none did."""
+    hit = next((e.seconds for e in report.evaluations if e.accuracy >= target), None)
+    return float("nan") if hit is None else hit
 
 
 def _push_repeatedly(server, n_pushes: int, shapes: dict, n_workers: int) -> float:
@@ -121,7 +117,7 @@ def _push_repeatedly(server, n_pushes: int, shapes: dict, n_workers: int) -> flo
     started = time.perf_counter()
     for index in range(n_pushes):
         server.push(
-            name, index, 0, delta, base_version=0, n_samples=1, round_samples=n_workers, n_workers=n_workers
+            PartKey(name, index, 0), delta, base_version=0, n_samples=1, round_samples=n_workers, n_workers=n_workers
         ).result(timeout=120)
     return time.perf_counter() - started
 
@@ -135,7 +131,7 @@ def merge_rate_rows(worker_counts: list[int], pushes: int, processes: bool) -> l
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
                           **where) as cluster, Client(cluster) as client:
             addresses = worker_addresses(client)
-            server = client.submit(WeightServer, params, actor=True, workers=[addresses[0]]).result()
+            server = client.submit(WeightServer, params, RunConfig(), actor=True, workers=[addresses[0]]).result()
             started = time.perf_counter()
             futures = [
                 client.submit(_push_repeatedly, server, pushes, shapes, n, workers=[address], pure=False)

@@ -26,8 +26,13 @@ _EXPORTS = {
     "ingest_builtin": "bptdask.data",
     "open_dataset": "bptdask.data",
     "Dataset": "bptdask.data",
+    "RunConfig": "bptdask.outer.config",
+    "RunReport": "bptdask.report",
+    "fit_on_cluster": "bptdask.cluster",
 }
-_SUBMODULES = {"backend", "data", "datasets", "errors", "inner", "kernels", "layers", "models", "optim"}
+_SUBMODULES = {
+    "backend", "cluster", "data", "datasets", "errors", "inner", "kernels", "layers", "models", "optim", "outer", "report",
+}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
@@ -45,11 +50,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from bptdask import backend, data, datasets, errors, inner, kernels, layers, models, optim
+    from bptdask import backend, cluster, data, datasets, errors, inner, kernels, layers, models, optim, outer, report
+    from bptdask.cluster import fit_on_cluster
     from bptdask.data import Dataset, ingest, ingest_builtin, ingest_folder, ingest_idx, ingest_npz, open_dataset
     from bptdask.errors import BptDaskError
     from bptdask.estimator import BPTClassifier
     from bptdask.inner import train_step
     from bptdask.model import Sequential
     from bptdask.optim import SGD
+    from bptdask.outer.config import RunConfig
+    from bptdask.report import RunReport
     from bptdask.serialize import load_model, save_model

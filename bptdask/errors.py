@@ -70,3 +70,15 @@ class CorruptChunkError(DatasetError):
 
 class SourceError(BptDaskError, ValueError):
     """An ingest source (IDX, NPZ, image folder) is missing, malformed or undecodable."""
+
+
+class ClusterTrainingError(BptDaskError, RuntimeError):
+    """Distributed training could not finish: every worker lost, the coordinator gone, a timeout."""
+
+
+class CoordinatorLostError(ClusterTrainingError):
+    """The coordinator actor cannot be reached: its worker died, left the cluster or froze."""
+
+
+class ProtocolError(BptDaskError, RuntimeError):
+    """A caller broke the coordinator's protocol (pushed a part never handed out, rejoined under a dropped name)."""

@@ -18,16 +18,17 @@ import numpy as np
 
 from bptdask import local
 from bptdask.backend import get_namespace, to_device, to_numpy
-from bptdask.checkpoint import CheckpointStore
 from bptdask.cluster import current_client, fit_on_cluster
 from bptdask.data import Dataset, ingest, open_dataset
 from bptdask.errors import ConfigurationError, DataError, NotFittedError
 from bptdask.inner.runner import available_cores
-from bptdask.loop import TrainingSettings
 from bptdask.model import Sequential
 from bptdask.models import build
-from bptdask.optim import SGD, cosine_lr
+from bptdask.optim import SGD
+from bptdask.outer.config import RunConfig
 from bptdask.params import ParamsMixin
+from bptdask.report import Evaluation
+from bptdask.validation import check_integer, check_number
 from bptdask.preprocess import channel_stats, check_images, check_targets, normalize
 from bptdask.serialize import load_model, save_model
 
@@ -60,7 +61,7 @@ class BPTClassifier(ParamsMixin):
         The cluster to train on. None uses the current Dask client if there is one, else
         trains in this process.
     merge_weight, staleness_decay, max_staleness
-        AGWU's ``alpha0``, ``gamma`` and staleness bound (:class:`bptdask.ps.WeightServer`).
+        AGWU's ``α0``, ``γ`` and staleness bound (:class:`bptdask.outer.weights.WeightServer`).
     chunk_size : int, default 256
         Samples per Zarr chunk when ``fit(X, y)`` writes arrays for a cluster (the unit of
         IDPA's allocation).
@@ -83,7 +84,7 @@ class BPTClassifier(ParamsMixin):
         On a cluster with ``fit(..., checkpoint=DIR)``: merges between checkpoints.
     worker_timeout : float, default 60
         On a cluster: seconds a worker may hold a part without a word before it is
-        treated as lost (frozen); see :func:`bptdask.cluster.fit_on_cluster`.
+        treated as lost (frozen); see :class:`bptdask.outer.config.RunConfig`.
     verbose : bool, default False
         Show progress bars and per-epoch lines.
 
@@ -94,9 +95,10 @@ class BPTClassifier(ParamsMixin):
     params_ : dict of arrays
     mean_, std_ : ndarray, shape (C,)
         Per-channel normalisation learned from the training images.
-    report_ : dict or None
-        After a cluster fit: the coordinator's report (IDPA rounds with busy time, makespan
-        and idle fraction; per-worker samples, busy time, power, staleness; every merge).
+    report_ : RunReport or None
+        After a cluster fit: the run's :class:`~bptdask.report.RunReport` (IDPA rounds with
+        busy time, makespan and idle fraction; per-worker samples, busy time, power,
+        staleness; every merge; lost workers and recoveries).
     history_ : list of dict
         One entry per epoch. In-process: ``epoch``, ``lr``, ``loss``, ``seconds``,
         ``images_per_second`` and, with ``validation_data``, ``val_accuracy``. On a
@@ -155,25 +157,23 @@ class BPTClassifier(ParamsMixin):
         self.verbose = verbose
 
     # ------------------------------------------------------------ helpers
-    def _optimizer(self) -> SGD:
-        return SGD(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
+    def _run_config(self, *, seed: int = 0) -> RunConfig:
+        """The settings of a fit with ``seed``, validated (the same names as this estimator's parameters)."""
+        if self.n_threads is not None:
+            check_integer("n_threads", self.n_threads, minimum=1)
+        check_integer("chunk_size", self.chunk_size, minimum=1)
+        if self.target_accuracy is not None:
+            check_number("target_accuracy", self.target_accuracy, above=0, at_most=1)
+        return RunConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+            weight_decay=self.weight_decay, nesterov=self.nesterov, lr_schedule=self.lr_schedule, dtype=self.dtype,
+            seed=seed, device=self.device, update=self.update, merge_weight=self.merge_weight,
+            staleness_decay=self.staleness_decay, max_staleness=self.max_staleness,
+            checkpoint_every=self.checkpoint_every, worker_timeout=self.worker_timeout,
+        )
 
-    def _check_settings(self) -> None:
-        for name in ("epochs", "batch_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_threads is not None and (not isinstance(self.n_threads, (int, np.integer)) or self.n_threads < 1):
-            raise ConfigurationError(f"n_threads must be a positive integer or None, got {self.n_threads!r}")
-        if not (isinstance(self.worker_timeout, (int, float, np.number)) and self.worker_timeout > 0):
-            raise ConfigurationError(f"worker_timeout must be a number of seconds > 0, got {self.worker_timeout!r}")
-        if self.update not in ("agwu", "sgwu"):
-            raise ConfigurationError(f"update must be 'agwu' or 'sgwu', got {self.update!r}")
-        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
-            raise ConfigurationError(f"target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ConfigurationError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
-        self._optimizer()
+    def _optimizer(self) -> SGD:
+        return self._run_config().optimizer(0, schedule=False)
 
     def _threads(self) -> int | None:
         if self.n_threads is not None:
@@ -229,11 +229,9 @@ class BPTClassifier(ParamsMixin):
         return current_client()
 
     def _fit_local(self, X: np.ndarray, y_encoded: np.ndarray, validation_data) -> None:
-        optimizer = self._optimizer()
-        for epoch in range(self.epochs):
-            if self.lr_schedule == "cosine":
-                optimizer = optimizer.with_lr(cosine_lr(self.lr, epoch, self.epochs))
-            self._run_epoch(X, y_encoded, optimizer, validation_data)
+        config = self._run_config()
+        for epoch in range(config.epochs):
+            self._run_epoch(X, y_encoded, config.optimizer(epoch), validation_data)
             if self._reached_target():
                 break
 
@@ -255,32 +253,20 @@ class BPTClassifier(ParamsMixin):
 
         return accuracy
 
-    def _adopt_checkpoint_seed(self, checkpoint) -> None:
-        """Resuming: shuffle and order chunks as the checkpointed run did."""
-        state = CheckpointStore(checkpoint).latest() if checkpoint is not None else None
-        if state is not None:
-            self._seed = int(state.config.get("seed", self._seed))
-
     def _fit_cluster(self, client, dataset: Dataset, validation_data, checkpoint) -> None:
-        settings = TrainingSettings(
-            epochs=int(self.epochs), batch_size=int(self.batch_size), lr=self.lr, momentum=self.momentum,
-            weight_decay=self.weight_decay, nesterov=self.nesterov, lr_schedule=self.lr_schedule,
-            dtype=self.dtype, seed=self._seed, device=self.device,
-        )
         started = time.perf_counter()
         params, self.report_ = fit_on_cluster(
-            client, dataset, self.model_, {k: to_numpy(v) for k, v in self.params_.items()}, settings,
-            mode=self.update, alpha0=self.merge_weight, gamma=self.staleness_decay, max_staleness=self.max_staleness,
+            client, dataset, self.model_, {k: to_numpy(v) for k, v in self.params_.items()}, self._run_config(seed=self._seed),
             evaluate=self._validation_scorer(validation_data), target_accuracy=self.target_accuracy,
-            checkpoint=checkpoint, checkpoint_every=int(self.checkpoint_every), worker_timeout=self.worker_timeout,
-            on_epoch=(lambda record: self._print(_cluster_record(record))) if self.verbose else None,
+            checkpoint=checkpoint,
+            on_epoch=(lambda evaluation: self._print(_cluster_record(evaluation))) if self.verbose else None,
         )
         self.params_ = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}
         self._state = self._optimizer().init_state(self.params_)
-        self.history_ = [_cluster_record(e) for e in self.report_["evaluations"]]
+        self.history_ = [_cluster_record(evaluation) for evaluation in self.report_.evaluations]
         if not self.history_:
-            self.history_ = [{"epoch": self.report_["epochs_done"], "seconds": time.perf_counter() - started,
-                              "merges": self.report_["version"]}]
+            seconds = time.perf_counter() - started
+            self.history_ = [{"epoch": self.report_.epochs_done, "seconds": seconds, "merges": self.report_.version}]
             if self.verbose:
                 self._print(self.history_[0])
 
@@ -329,7 +315,7 @@ class BPTClassifier(ParamsMixin):
         ingest to shared storage and pass the dataset instead. ``report_`` then holds the
         run's per-round and per-worker report.
         """
-        self._check_settings()
+        self._run_config()
         if self.target_accuracy is not None and validation_data is None:
             raise ConfigurationError("target_accuracy needs validation_data=(X_val, y_val) in fit")
         client = self._resolve_client()
@@ -340,7 +326,6 @@ class BPTClassifier(ParamsMixin):
         if y is None:
             dataset = X if isinstance(X, Dataset) else open_dataset(X)
             self._initialize(dataset.sample_shape, np.asarray(dataset.classes), dataset.mean, dataset.std)
-            self._adopt_checkpoint_seed(checkpoint)
             if client is not None:
                 self._fit_cluster(client, dataset, validation_data, checkpoint)
             else:
@@ -359,7 +344,6 @@ class BPTClassifier(ParamsMixin):
                 f"training on a cluster stores X as a uint8 Zarr dataset, got dtype {X.dtype}; "
                 "pass uint8 images (0..255) or train in-process with client=None outside a Dask client"
             )
-        self._adopt_checkpoint_seed(checkpoint)
         with tempfile.TemporaryDirectory(prefix="bptdask-fit-") as scratch:
             dataset = ingest(
                 X, y_encoded, Path(scratch) / "train.zarr", classes=[str(c) for c in self.classes_],
@@ -374,7 +358,7 @@ class BPTClassifier(ParamsMixin):
         ``classes`` (all labels that will ever appear) is needed on the first call when
         ``y`` does not contain every class.
         """
-        self._check_settings()
+        self._run_config()
         X = check_images(X)
         y = check_targets(y, len(X))
         if not hasattr(self, "params_"):
@@ -473,7 +457,11 @@ def _predict_block(estimator: BPTClassifier, block: np.ndarray) -> np.ndarray:
 __all__ = ["BPTClassifier"]
 
 
-def _cluster_record(evaluation: dict) -> dict:
+def _cluster_record(evaluation: Evaluation) -> dict:
     """A ``history_`` entry from one of a cluster fit's epoch evaluations."""
-    return {"epoch": evaluation["epoch"], "seconds": evaluation["seconds"], "merges": evaluation["version"],
-            "val_accuracy": evaluation["accuracy"]}
+    return {
+        "epoch": evaluation.epoch,
+        "seconds": evaluation.seconds,
+        "merges": evaluation.version,
+        "val_accuracy": evaluation.accuracy,
+    }

@@ -9,6 +9,7 @@ from bptdask._typing import Params
 from bptdask.backend import array_namespace
 from bptdask.errors import ConfigurationError
 from bptdask.kernels import sgd_momentum_update
+from bptdask.validation import check_number
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,9 @@ class SGD:
     nesterov: bool = False
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise ConfigurationError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigurationError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not self.weight_decay >= 0:
-            raise ConfigurationError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_number("lr", self.lr, above=0)
+        check_number("momentum", self.momentum, at_least=0, below=1)
+        check_number("weight_decay", self.weight_decay, at_least=0)
         if self.nesterov and self.momentum == 0:
             raise ConfigurationError("nesterov=True needs momentum > 0")
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bptdask._typing import Params
+from bptdask.atomic import replacing
 from bptdask.backend import to_numpy
 from bptdask.errors import ModelFileError
 from bptdask.model import Sequential
@@ -65,16 +66,8 @@ def save_model(path: str | os.PathLike, model: Sequential, params: Params, *, me
     }
     arrays = {PARAM_PREFIX + name: to_numpy(value) for name, value in params.items()}
     arrays[HEADER_KEY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with replacing(path) as staged, open(staged, "wb") as handle:
+        np.savez(handle, **arrays)
     return path
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from bptdask.report import load_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def test_mnist_pipeline_reduced(tmp_path):
     assert "Dask workers (AGWU)" in result.stdout
     accuracy = float(re.search(r"test accuracy: ([0-9.]+)", result.stdout).group(1))
     assert accuracy >= 0.8, result.stdout
-    report = json.loads((tmp_path / "mnist-report.json").read_text())
-    assert report["epochs_done"] == 5 and len(report["evaluations"]) == 5
-    assert sum(w["samples"] for w in report["workers"].values()) == 5 * 1000
+    report = load_report(tmp_path / "mnist-report.json")
+    assert report.epochs_done == 5 and len(report.evaluations) == 5
+    assert sum(w.samples for w in report.workers.values()) == 5 * 1000
     assert (tmp_path / "mnist-lenet5.npz").exists()

@@ -1,25 +1,29 @@
-"""Every ``distributed`` call of bptdask: the coordinator actor, pinned worker tasks, failures.
-
-:func:`fit_on_cluster` starts a :class:`~bptdask.coordinator.TrainingCoordinator` as a Dask
-actor on one worker, then one task pinned to each worker (``workers=[address]``,
-``pure=False``) that runs :func:`bptdask.loop.run_worker` against the actor and reads its
-chunks straight from the Zarr store (only the dataset's location travels). A supervisor
-on the client watches the tasks and the actor (:mod:`bptdask.cluster.supervise`): a
-worker that dies or freezes has its chunks handed to the others, a worker that joins
-gets work, and a lost actor is recreated on a surviving worker from the newest
-checkpoint. Every wait has a timeout.
+"""The Dask shell: every ``distributed`` call of bptdask lives in this room.
 
 - :mod:`~bptdask.cluster.connect`: clients, local clusters, membership;
-- :mod:`~bptdask.cluster.worker`: what runs on a worker (reading parts, the training task,
-  simulated slowdowns and faults);
-- :mod:`~bptdask.cluster.supervise`: :func:`fit_on_cluster` and its recovery rules.
+- :mod:`~bptdask.cluster.fit`: :func:`fit_on_cluster`, a distributed fit;
+- :mod:`~bptdask.cluster.supervise`: the shell that carries out the supervisor's
+  decisions (:mod:`bptdask.outer.supervisor`) with Dask;
+- :mod:`~bptdask.cluster.handle`: the coordinator actor's calls, each with a timeout;
+- :mod:`~bptdask.cluster.worker`: what runs on a worker (reading parts, the training task);
+- :mod:`~bptdask.cluster.simulation`: simulated slow workers and NaN updates, for tests
+  and benchmarks.
 """
 
 from bptdask.cluster.connect import connect, current_client, worker_addresses
-from bptdask.cluster.supervise import CHUNKS_PER_WORKER_PER_ROUND, ClusterTrainingError, fit_on_cluster
-from bptdask.cluster.worker import Simulation, read_chunks, simulate_divergence, simulate_slowdown
+from bptdask.cluster.fit import fit_on_cluster
+from bptdask.cluster.simulation import Simulation, simulate_divergence, simulate_slowdown
+from bptdask.cluster.worker import read_chunks
+from bptdask.errors import ClusterTrainingError
 
 __all__ = [
-    "CHUNKS_PER_WORKER_PER_ROUND", "ClusterTrainingError", "Simulation", "connect", "current_client",
-    "fit_on_cluster", "read_chunks", "simulate_divergence", "simulate_slowdown", "worker_addresses",
+    "ClusterTrainingError",
+    "Simulation",
+    "connect",
+    "current_client",
+    "fit_on_cluster",
+    "read_chunks",
+    "simulate_divergence",
+    "simulate_slowdown",
+    "worker_addresses",
 ]

@@ -8,15 +8,14 @@ guard; ``overwrite=True`` clears it first. Neither ever deletes data that is not
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import zarr
 import zarr.errors
 
-from bptdask.data.location import Location, partial_path, partial_paths
+from bptdask.atomic import discard, publish, staging_path
+from bptdask.data.location import Location, partial_paths
 from bptdask.errors import DatasetExistsError
 
 
@@ -35,7 +34,7 @@ class LocalDraft:
                 f"{str(final)!r} exists and is not a Zarr store; refusing to replace it even with overwrite=True; "
                 "choose another path or remove it yourself"
             )
-        self.partial = partial_path(final)
+        self.partial = staging_path(final)
 
     def open_group(self, attributes: dict) -> zarr.Group:
         """Create the group, with ``attributes``, in the temporary directory."""
@@ -44,27 +43,19 @@ class LocalDraft:
 
     def commit(self) -> None:
         """Rename the finished dataset into place (replacing the old one) and drop stale partial data."""
-        if self.final.is_dir() and not _occupied(self.final):
-            self.final.rmdir()
-        if self.replaces:
-            backup = self.final.with_name(f".{self.final.name}.replaced-{uuid.uuid4().hex[:12]}")
-            os.rename(self.final, backup)
-            os.rename(self.partial, self.final)
-            shutil.rmtree(backup)
-        else:
-            try:
-                os.rename(self.partial, self.final)
-            except OSError as exc:
-                raise DatasetExistsError(
-                    f"{str(self.final)!r} was created by someone else during the ingest; pass overwrite=True "
-                    "to replace it, or choose another path"
-                ) from exc
+        try:
+            publish(self.partial, self.final, overwrite=self.replaces)
+        except OSError as exc:
+            raise DatasetExistsError(
+                f"{str(self.final)!r} was created by someone else during the ingest; pass overwrite=True "
+                "to replace it, or choose another path"
+            ) from exc
         for stale in partial_paths(self.final):
             shutil.rmtree(stale, ignore_errors=True)
 
     def abort(self) -> None:
         """Remove the temporary directory; the target keeps what it held."""
-        shutil.rmtree(self.partial, ignore_errors=True)
+        discard(self.partial)
 
 
 def _occupied(path: Path) -> bool:

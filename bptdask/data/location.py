@@ -97,13 +97,8 @@ def resolve(
     return location
 
 
-def partial_path(final: Path) -> Path:
-    """A fresh temporary sibling of ``final`` that an ingest writes before renaming it."""
-    return final.with_name(f".{final.name}.partial-{uuid.uuid4().hex[:12]}")
-
-
 def partial_paths(final: Path) -> list[Path]:
-    """Temporary siblings of ``final`` left by ingests that have not finished."""
+    """Temporary siblings of ``final`` (:func:`bptdask.atomic.staging_path`) left by ingests that have not finished."""
     if not final.parent.is_dir():
         return []
     return sorted(final.parent.glob(f".{glob.escape(final.name)}.partial-*"))

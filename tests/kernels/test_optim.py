@@ -91,9 +91,11 @@ def test_sgd_optimizer_updates_every_parameter_without_touching_inputs():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"lr": 0.0}, r"lr must be > 0, got 0\.0"),
-        ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1\.0"),
-        ({"weight_decay": -0.1}, r"weight_decay must be >= 0, got -0\.1"),
+        ({"lr": 0.0}, r"lr must be a finite number > 0, got 0\.0"),
+        ({"lr": float("inf")}, r"lr must be a finite number > 0, got inf"),
+        ({"momentum": 1.0}, r"momentum must be a finite number >= 0 and < 1, got 1\.0"),
+        ({"weight_decay": -0.1}, r"weight_decay must be a finite number >= 0, got -0\.1"),
+        ({"weight_decay": float("nan")}, r"weight_decay must be a finite number >= 0, got nan"),
         ({"momentum": 0.0, "nesterov": True}, r"nesterov=True needs momentum > 0"),
     ],
 )

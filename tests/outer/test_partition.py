@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bptdask.errors import ConfigurationError
-from bptdask.partition import EpochPlan, PowerEstimator, allocate_round, chunk_order, chunk_sizes
+from bptdask.outer.allocation import PowerEstimator, allocate_round
+from bptdask.outer.partition import EpochPlan, chunk_order, chunk_sizes
 
 NAMES = st.sampled_from(["a", "b", "c", "d", "e"])
 POWERS = st.dictionaries(
@@ -143,7 +144,7 @@ def test_a_lost_workers_part_goes_to_the_others_and_its_late_completion_is_ignor
     assert plan.next_part("b") is None
     assert not plan.complete(part_b, seconds=1.0)
     redo = plan.next_part("a")
-    assert redo.chunks == part_b.chunks and redo.key == ("a", 0, 2)
+    assert redo.chunks == part_b.chunks and (redo.worker, redo.round_index, redo.part_index) == ("a", 0, 2)
     assert plan.complete(part_a, seconds=1.0) and plan.complete(redo, seconds=1.0)
     assert not plan.complete(redo, seconds=1.0)
     assert plan.done
@@ -317,7 +318,7 @@ def test_each_chunk_is_completed_exactly_once_despite_losses_and_joins(case):
     for part in handed:
         assert set(part.chunks) <= set(order[part.round_index * step : (part.round_index + 1) * step])
         assert part.samples == sum(case["sizes"][c] for c in part.chunks)
-    assert len({part.key[1:] for part in done}) == len(done)
+    assert len({(part.round_index, part.part_index) for part in done}) == len(done)
     assert sum(report.samples[w] for report in plan.round_reports() for w in report.samples) == sum(case["sizes"])
     for report in plan.round_reports():
         assert 0.0 <= report.idle_fraction < 1.0 and report.makespan == max(report.busy.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -12,20 +13,30 @@ import numpy as np
 import pytest
 import zarr
 
-from bptdask.checkpoint import (
-    CheckpointState, CheckpointStore, CheckpointWriter, check_checkpoint_path, load_checkpoint,
-)
 from bptdask.errors import CheckpointError, ConfigurationError
-from bptdask.ps import MergeRecord
+from bptdask.outer.checkpoint import (
+    CheckpointState,
+    CheckpointStore,
+    CheckpointWriter,
+    check_checkpoint_path,
+    load_checkpoint,
+    resume_run,
+)
+from bptdask.outer.config import RunConfig, describe_run
+from bptdask.report import Evaluation, MergeLog, MergeRecord
+
+RUN = {"architecture": {"layers": []}, "settings": {"epochs": 3}, "chunk_sizes": [40] * 10}
 
 
 def state(version=3, generation=0):
     params = {"0.weight": np.arange(6, dtype=np.float32).reshape(2, 3) + version, "0.bias": np.ones(2, np.float64)}
-    merges = [MergeRecord("tcp://127.0.0.1:1", 0, v, 1, 0.5, v - 1, v, 40, 0.25, 1.5e9 + v) for v in range(1, version + 1)]
+    merges = MergeLog(
+        MergeRecord(f"tcp://127.0.0.1:{v % 2}", 0, v, 1, 0.5, v - 1, v, 40, 0.25, 1.5 + v) for v in range(1, version + 1)
+    )
     return CheckpointState(
         params=params, version=version, generation=generation, epochs_done=1, open_epochs={1: [4, 0, 2]},
-        powers={"tcp://127.0.0.1:1": 812.5}, config={"epochs": 3, "chunk_sizes": [40] * 10}, merges=merges,
-        epoch_ends=[1.25], evaluations=[{"epoch": 1, "accuracy": 0.5}], counts={"elapsed_ms": 1500},
+        powers={"tcp://127.0.0.1:1": 812.5}, run=RUN, seed=7, merges=merges, epoch_ends=[1.25],
+        evaluations=[Evaluation(1, 1.25, version, 0.5)], counts={"elapsed_ms": 1500},
     )
 
 
@@ -40,7 +51,8 @@ def test_a_checkpoint_round_trips_every_field(tmp_path):
         assert loaded.params[name].dtype == value.dtype
     assert loaded.merges == original.merges
     assert loaded.open_epochs == {1: [0, 2, 4]}
-    for field in ("version", "generation", "epochs_done", "powers", "config", "epoch_ends", "evaluations", "counts"):
+    fields = ("version", "generation", "epochs_done", "powers", "run", "seed", "epoch_ends", "evaluations", "counts")
+    for field in fields:
         assert getattr(loaded, field) == getattr(original, field), field
 
 
@@ -170,9 +182,38 @@ def test_the_writer_checkpoints_when_due_and_records_a_failed_write(tmp_path, ba
     for version in range(1, 12):
         writer.merged(version, lambda: snapshot(version))
     writer.write(state(12))
-    assert taken[0] == 5 and writer.status["written"] == len(taken) + 1 and writer.status["version"] == 12
+    assert taken[0] == 5 and writer.status.written == len(taken) + 1 and writer.status.version == 12
     broken = state(13)
     broken.params["0.bias"] = object()
     with pytest.warns(RuntimeWarning, match="checkpoint of version 13 failed"):
         assert writer.write(broken) is None
-    assert len(writer.status["errors"]) == 1 and writer.store.latest().version == 12
+    assert len(writer.status.errors) == 1 and writer.store.latest().version == 12
+
+
+def test_a_resume_takes_the_newest_checkpoint_of_the_same_run_and_its_seed(tmp_path):
+    config = RunConfig(epochs=3, seed=1)
+    run = describe_run(config, {"layers": []}, [40] * 10)
+    assert resume_run(None, config, run) == (None, None, config)
+    store, resume, fresh = resume_run(tmp_path, config, run)
+    assert resume is None and fresh == config and store.path == tmp_path.resolve()
+    store.write(dataclasses.replace(state(5), run=run))
+    _, resume, resumed = resume_run(tmp_path, config.replace(device="cpu", worker_timeout=5.0), run)
+    assert resume.version == 5 and resumed.seed == 7 and resumed.device == "cpu"
+
+
+def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path):
+    config = RunConfig(epochs=3)
+    CheckpointStore(tmp_path).write(dataclasses.replace(state(5), run=describe_run(config, {"layers": []}, [40] * 10)))
+    other = describe_run(config.replace(lr=0.1), {"layers": []}, [40] * 10)
+    with pytest.raises(CheckpointError, match=r"its settings \(lr\) differ"):
+        resume_run(tmp_path, config, other)
+    with pytest.raises(CheckpointError, match="its chunk_sizes differ"):
+        resume_run(tmp_path, config, describe_run(config, {"layers": []}, [40] * 9))
+
+
+def test_a_checkpoint_of_an_older_format_is_refused_with_the_fix(tmp_path):
+    directory = CheckpointStore(tmp_path).write(state())
+    group = zarr.open_group(str(directory), mode="a")
+    group.attrs["format_version"] = 1
+    with pytest.raises(CheckpointError, match="older bptdask .* start with a new checkpoint directory"):
+        load_checkpoint(directory)

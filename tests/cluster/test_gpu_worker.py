@@ -30,10 +30,10 @@ def test_cpu_and_gpu_workers_train_one_model_and_the_gpu_gets_the_larger_share(m
     (X, y), (X_test, y_test), _ = mnist
     clf = BPTClassifier("lenet5", epochs=10, client=mixed_client, chunk_size=128, random_state=0)
     clf.fit(X, y)
-    loops = clf.report_["worker_loops"]
-    devices = {loop["device"]: address for address, loop in loops.items()}
+    loops = clf.report_.worker_loops
+    devices = {loop.device: address for address, loop in loops.items()}
     assert set(devices) == {"cpu", "gpu"}, loops
-    shares = {device: clf.report_["workers"][address]["samples"] for device, address in devices.items()}
+    shares = {device: clf.report_.workers[address].samples for device, address in devices.items()}
     assert shares["gpu"] > shares["cpu"], shares
     assert sum(shares.values()) == 10 * len(y)
     assert clf.score(X_test, y_test) >= 0.965

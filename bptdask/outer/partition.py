@@ -23,8 +23,9 @@ epoch runs like this:
 
 ``EpochPlan(..., balance="even")`` is the baseline: equal shares, no stealing.
 
-Every chunk of an epoch is completed exactly once. A part is named ``(round_index,
-part_index)``, so a weight merge can be keyed by ``(worker, round_index, part_index)``.
+Every chunk of an epoch is completed exactly once. Within its epoch a part is named
+``(round_index, part_index)``; :class:`~bptdask.outer.schedule.EpochSchedule` turns that
+into the run-wide :class:`~bptdask.outer.protocol.PartKey` that keys its merge.
 """
 
 from __future__ import annotations
@@ -34,16 +35,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bptdask.allocation import PowerEstimator, Worker, allocate_round, check_count
 from bptdask.errors import ConfigurationError
+from bptdask.outer.allocation import PowerEstimator, Worker, allocate_round
+from bptdask.report import RoundReport
+from bptdask.validation import check_integer
 
 def chunk_sizes(n_samples: int, chunk_size: int) -> list[int]:
     """Samples in each chunk of an ``(n_samples, ...)`` array chunked by ``chunk_size``.
 
     All chunks hold ``chunk_size`` samples except possibly the last one.
     """
-    check_count("n_samples", n_samples, 0)
-    check_count("chunk_size", chunk_size, 1)
+    check_integer("n_samples", n_samples, minimum=0)
+    check_integer("chunk_size", chunk_size, minimum=1)
     return [min(chunk_size, n_samples - start) for start in range(0, n_samples, chunk_size)]
 
 
@@ -52,9 +55,9 @@ def chunk_order(n_chunks: int, *, epoch: int, seed: int) -> list[int]:
 
     The same ``(n_chunks, epoch, seed)`` always gives the same order; each epoch a new one.
     """
-    check_count("n_chunks", n_chunks, 0)
-    check_count("epoch", epoch, 0)
-    check_count("seed", seed, 0)
+    check_integer("n_chunks", n_chunks, minimum=0)
+    check_integer("epoch", epoch, minimum=0)
+    check_integer("seed", seed, minimum=0)
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n_chunks).tolist()
 
 
@@ -74,28 +77,6 @@ class Part:
     samples: int
     round_samples: int
     n_workers: int
-
-    @property
-    def key(self) -> tuple[Worker, int, int]:
-        """``(worker, round_index, part_index)``: the idempotency key of its merge."""
-        return (self.worker, self.round_index, self.part_index)
-
-
-@dataclass(frozen=True)
-class RoundReport:
-    """How evenly a finished round kept its workers busy.
-
-    ``busy`` and ``samples`` map each worker that completed a part of the round to its
-    training seconds and samples there. ``makespan`` is the longest busy time: the round's
-    length had its workers started together. ``idle_fraction = 1 - sum(busy) / (m * makespan)``
-    over those ``m`` workers: 0 for a perfect split.
-    """
-
-    round_index: int
-    busy: dict[Worker, float]
-    samples: dict[Worker, int]
-    makespan: float
-    idle_fraction: float
 
 
 @dataclass
@@ -151,8 +132,8 @@ class EpochPlan:
             raise ConfigurationError(f"balance must be 'power' (IDPA) or 'even', got {balance!r}")
         if isinstance(workers, str):
             raise ConfigurationError(f"workers must be a collection of worker names, got the string {workers!r}")
-        self._sizes = [check_count("chunk size", size, 1) for size in chunk_sizes]
-        step = check_count("chunks_per_round", chunks_per_round, 1)
+        self._sizes = [check_integer("chunk size", size, minimum=1) for size in chunk_sizes]
+        step = check_integer("chunks_per_round", chunks_per_round, minimum=1)
         order = chunk_order(len(self._sizes), epoch=epoch, seed=seed)
         self._done_chunks = set(map(int, done_chunks))
         if not self._done_chunks <= set(order):
@@ -339,4 +320,4 @@ class EpochPlan:
             samples[part.worker] = samples.get(part.worker, 0) + part.samples
         makespan = max(busy.values())
         idle = 1.0 - sum(busy.values()) / (len(busy) * makespan)
-        return RoundReport(rnd.index, busy, samples, makespan, idle)
+        return RoundReport(self.epoch, rnd.index, busy, samples, makespan, idle)

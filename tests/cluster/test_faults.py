@@ -25,14 +25,14 @@ import pytest
 from distributed import Client, LocalCluster
 
 import bptdask
-from bptdask.checkpoint import CheckpointStore
 from bptdask.cluster import ClusterTrainingError, fit_on_cluster, simulate_divergence, worker_addresses
 from bptdask.errors import TrainingDivergedError
-from bptdask.loop import TrainingSettings
+from bptdask.outer.checkpoint import CheckpointStore
+from bptdask.outer.config import RunConfig
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
-SETTINGS = TrainingSettings(epochs=20, batch_size=32, seed=0)
+CONFIG = RunConfig(epochs=20, batch_size=32, seed=0)
 FLOOR = 0.96
 
 
@@ -74,14 +74,17 @@ def freeze_while_training(client, worker, pid):
     os.kill(pid, signal.SIGSTOP)
 
 
-def fit(client, dataset, **options):
+def fit(client, dataset, checkpoint=None, **options):
     model = bptdask.models.lenet5()
-    params, report = fit_on_cluster(client, dataset, model, model.init_params(0), SETTINGS, timeout=240, **options)
+    config = CONFIG.replace(**options)
+    params, report = fit_on_cluster(
+        client, dataset, model, model.init_params(0), config, checkpoint=checkpoint, timeout=240
+    )
     return model, params, report
 
 
 def assert_every_epoch_done(report):
-    assert report["epochs_done"] == SETTINGS.epochs and report["failure"] is None
+    assert report.epochs_done == CONFIG.epochs and report.failure is None
 
 
 def test_a_killed_worker_loses_no_chunk_and_no_merge(cluster, mnist, score):
@@ -91,10 +94,10 @@ def test_a_killed_worker_loses_no_chunk_and_no_merge(cluster, mnist, score):
     killer = later(3.0, lambda: os.kill(pids[workers[2]], signal.SIGKILL))
     model, params, report = fit(cluster, dataset)
     killer.join()
-    assert workers[2] in report["lost_workers"] and report["recoveries"] == []
+    assert workers[2] in report.lost_workers and report.recoveries == []
     assert_every_epoch_done(report)
-    assert sum(w["samples"] for w in report["workers"].values()) == SETTINGS.epochs * 4000, "every chunk once"
-    assert report["merges_lost"] == 0
+    assert sum(w.samples for w in report.workers.values()) == CONFIG.epochs * 4000, "every chunk once"
+    assert report.merges_lost == 0
     assert score(model, params, dataset, X_test, y_test) >= FLOOR
 
 
@@ -105,14 +108,14 @@ def test_a_killed_coordinator_is_recreated_from_the_newest_checkpoint(cluster, m
     killer = later(4.0, lambda: os.kill(pids[workers[0]], signal.SIGKILL))
     model, params, report = fit(cluster, dataset, checkpoint=tmp_path, checkpoint_every=10)
     killer.join()
-    [recovery] = report["recoveries"]
-    assert recovery["lost_coordinator"] == workers[0] and report["coordinator"] != workers[0]
+    [recovery] = report.recoveries
+    assert recovery.lost_coordinator == workers[0] and report.coordinator == recovery.new_coordinator != workers[0]
     # Checkpoints are due every 10 merges and written in the background (~30 ms each).
-    assert 0 <= recovery["merges_lost"] < 20, "at most the merges since the last checkpoint"
-    assert report["merges_lost"] == recovery["merges_lost"] and report["generation"] == 1
-    assert report["restored_version"] == recovery["checkpoint_version"] > 0
+    assert 0 <= recovery.merges_lost < 20, "at most the merges since the last checkpoint"
+    assert report.merges_lost == recovery.merges_lost and report.generation == 1
+    assert report.restored_version == recovery.checkpoint_version > 0
     assert_every_epoch_done(report)
-    assert CheckpointStore(tmp_path).latest().version == report["version"], "the final checkpoint"
+    assert CheckpointStore(tmp_path).latest().version == report.version, "the final checkpoint"
     assert score(model, params, dataset, X_test, y_test) >= FLOOR
 
 
@@ -139,10 +142,10 @@ def test_a_frozen_worker_is_dropped_and_its_late_push_revoked(cluster, mnist, sc
         freezer.join()
         thawer.join()
         os.kill(pid, signal.SIGCONT)
-    assert report["dropped"].get(victim, "").startswith("silent for over")
-    assert report["lost_workers"][victim] == "silent: treated as frozen"
-    assert report["workers"][victim]["revoked"] >= 1, "its push after SIGCONT was revoked"
-    assert f"{victim}#2" in report["worker_loops"], "after it resumed, it joined again under a new name"
+    assert report.dropped.get(victim, "").startswith("silent for over")
+    assert report.lost_workers[victim] == "silent: treated as frozen"
+    assert report.workers[victim].revoked >= 1, "its push after SIGCONT was revoked"
+    assert f"{victim}#2" in report.worker_loops, "after it resumed, it joined again under a new name"
     assert_every_epoch_done(report)
     assert score(model, params, dataset, X_test, y_test) >= FLOOR
 
@@ -159,12 +162,12 @@ def test_a_frozen_coordinator_is_replaced_after_the_call_timeout(cluster, mnist,
         freezer.join()
         thawer.join()
         os.kill(pid, signal.SIGCONT)
-    [recovery] = report["recoveries"]
-    assert recovery["lost_coordinator"] == workers[0] and "got no answer in 5.0 s" in recovery["reason"]
-    assert report["coordinator"] != workers[0]
+    [recovery] = report.recoveries
+    assert recovery.lost_coordinator == workers[0] and "got no answer in 5.0 s" in recovery.reason
+    assert report.coordinator != workers[0]
     assert_every_epoch_done(report)
     latest = CheckpointStore(tmp_path).latest()
-    assert (latest.generation, latest.version) == (1, report["version"]), "the new generation's final checkpoint"
+    assert (latest.generation, latest.version) == (1, report.version), "the new generation's final checkpoint"
     assert score(model, params, dataset, X_test, y_test) >= FLOOR
 
 
@@ -173,13 +176,13 @@ import sys
 from distributed import Client
 import bptdask
 from bptdask.cluster import fit_on_cluster
-from bptdask.loop import TrainingSettings
+from bptdask.outer.config import RunConfig
 
 scheduler, data, checkpoint = sys.argv[1:]
 with Client(scheduler) as client:
     model = bptdask.models.lenet5()
-    fit_on_cluster(client, bptdask.open_dataset(data), model, model.init_params(0),
-                   TrainingSettings(epochs=20, batch_size=32, seed=0), checkpoint=checkpoint, checkpoint_every=10)
+    config = RunConfig(epochs=20, batch_size=32, seed=0, checkpoint_every=10)
+    fit_on_cluster(client, bptdask.open_dataset(data), model, model.init_params(0), config, checkpoint=checkpoint)
 """
 
 
@@ -200,11 +203,11 @@ def test_a_killed_client_resumes_from_its_checkpoint_to_the_same_epoch_count(clu
     killed_at = store.latest()
     assert 3 <= killed_at.epochs_done < 20
     model, params, report = fit(cluster, dataset, checkpoint=checkpoints, checkpoint_every=10)
-    assert report["resumed_from"] >= killed_at.version and report["generation"] >= 1
+    assert report.resumed_from >= killed_at.version and report.generation >= 1
     assert_every_epoch_done(report)
-    trained = sum(w["samples"] for w in report["workers"].values())
+    trained = sum(w.samples for w in report.workers.values())
     resumed = CheckpointStore(checkpoints)
-    assert trained < SETTINGS.epochs * 4000, "the resumed fit did not start over"
+    assert trained < CONFIG.epochs * 4000, "the resumed fit did not start over"
     assert resumed.latest().epochs_done == 20
     assert score(model, params, dataset, X_test, y_test) >= FLOOR
 
@@ -214,7 +217,7 @@ def test_nan_updates_are_rejected_and_retrained(cluster, mnist, score):
     workers = worker_addresses(cluster)
     simulate_divergence(cluster, {workers[1]: 2})
     model, params, report = fit(cluster, dataset)
-    assert report["invalid"] == 2 and report["worker_loops"][workers[1]]["invalid_retries"] == 2
+    assert report.invalid == 2 and report.worker_loops[workers[1]].invalid_retries == 2
     assert all(np.isfinite(value).all() for value in params.values())
     assert_every_epoch_done(report)
     assert score(model, params, dataset, X_test, y_test) >= FLOOR
@@ -240,9 +243,9 @@ def test_training_works_on_a_tls_cluster(mnist, score):
         assert all(address.startswith("tls://") for address in worker_addresses(client))
         model = bptdask.models.lenet5()
         params, report = fit_on_cluster(
-            client, dataset, model, model.init_params(0), TrainingSettings(epochs=2, seed=0), timeout=120
+            client, dataset, model, model.init_params(0), RunConfig(epochs=2, seed=0), timeout=120
         )
-    assert report["epochs_done"] == 2
+    assert report.epochs_done == 2
     assert score(model, params, dataset, X_test, y_test) >= 0.9
 
 
@@ -255,14 +258,14 @@ def test_the_fault_free_run_of_this_budget_reaches_the_floor(cluster, mnist, sco
     _, (X_test, y_test), dataset = mnist
     model, params, report = fit(cluster, dataset)
     assert_every_epoch_done(report)
-    assert report["lost_workers"] == {} and report["recoveries"] == [] and report["invalid"] == 0
+    assert report.lost_workers == {} and report.recoveries == [] and report.invalid == 0
     assert score(model, params, dataset, X_test, y_test) >= FLOOR
 
 
 def test_checkpoint_directory_holding_another_run_is_refused(cluster, mnist, tmp_path):
     _, _, dataset = mnist
     model = bptdask.models.lenet5()
-    fit_on_cluster(cluster, dataset, model, model.init_params(0), TrainingSettings(epochs=1), checkpoint=tmp_path)
-    with pytest.raises(bptdask.errors.CheckpointError, match="its settings differ"):
-        fit_on_cluster(cluster, dataset, model, model.init_params(0), TrainingSettings(epochs=2), checkpoint=tmp_path)
+    fit_on_cluster(cluster, dataset, model, model.init_params(0), RunConfig(epochs=1), checkpoint=tmp_path)
+    with pytest.raises(bptdask.errors.CheckpointError, match=r"its settings \(epochs\) differ"):
+        fit_on_cluster(cluster, dataset, model, model.init_params(0), RunConfig(epochs=2), checkpoint=tmp_path)
     assert Path(tmp_path).is_dir()

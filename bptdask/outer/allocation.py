@@ -3,7 +3,7 @@
 :class:`PowerEstimator` keeps each worker's power ``P_i`` (samples/s) as an EMA of what
 it reported; :func:`allocate_round` splits a round's chunks in proportion to the powers
 by largest remainder (an equal split while no power is known). Pure functions and plain
-data: :mod:`bptdask.partition` builds epochs on them.
+data: :mod:`bptdask.outer.partition` builds epochs on them.
 """
 
 from __future__ import annotations
@@ -14,15 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 
 from bptdask.errors import ConfigurationError
+from bptdask.validation import check_integer
 
 #: A worker's name; in a cluster, its address such as ``"tcp://10.0.0.5:40331"``.
 Worker = str
-
-
-def check_count(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _effective_powers(powers: Mapping[Worker, float | None]) -> dict[Worker, Fraction]:
@@ -113,7 +108,7 @@ class PowerEstimator:
 
     def report(self, worker: Worker, *, samples: int, seconds: float) -> float:
         """Record that ``worker`` trained ``samples`` samples in ``seconds``; its new power."""
-        check_count("samples", samples, 1)
+        check_integer("samples", samples, minimum=1)
         if not (isinstance(seconds, numbers.Real) and math.isfinite(seconds) and seconds > 0):
             raise ConfigurationError(f"seconds must be a finite time > 0, got {seconds!r} for worker {worker!r}")
         rate = samples / seconds

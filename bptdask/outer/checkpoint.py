@@ -4,18 +4,20 @@ A checkpoint directory holds one Zarr v3 group per checkpoint, named
 ``g{generation:04d}-v{version:012d}``: the run's *generation* (0 for a fresh run, one
 more after each recovery or resume) and the global weights' version. The newest
 complete one is the greatest name. Each is written under a hidden temporary name in the
-same directory and renamed into place only when complete, so a write that fails or is
-killed half-way leaves the previous checkpoint current; the oldest are pruned after a
-new one lands (``keep``, default 2).
+same directory and renamed into place only when complete (:mod:`bptdask.atomic`), so a
+write that fails or is killed half-way leaves the previous checkpoint current; the
+oldest are pruned after a new one lands (``keep``, default 2).
 
 A checkpoint holds the global weights (``params/{name}``, NumPy arrays), the merge log
-as one float64 table (``merges``, a row per merge, columns :data:`MERGE_COLUMNS`,
-workers as indices into a list) and one JSON document in the group's attributes: the
-version, generation, completed epochs, the completed chunks of every open epoch (IDPA
-state), the workers' measured powers, epoch end times, scores, and the run's
-configuration (training settings, merge rule, chunk sizes, architecture), which a resume
-checks against. Nothing is pickled. Loading reads only Zarr v3 arrays of numeric dtypes
-through a fixed list of codecs, so a file can never run code; anything else is refused.
+as one float64 table (``merges``, a row per merge, columns
+:data:`~bptdask.report.MERGE_COLUMNS`, workers as indices into a list) and one JSON
+document in the group's attributes: the version, generation, completed epochs, the
+completed chunks of every open epoch (IDPA state), the workers' measured powers, epoch
+end times, scores, the seed, and the description of the run
+(:func:`~bptdask.outer.config.describe_run`: architecture, settings, chunk sizes) that a
+resume must match (:meth:`CheckpointStore.resume`). Nothing is pickled. Loading reads
+only Zarr v3 arrays of numeric dtypes through a fixed list of codecs, so a file can
+never run code; anything else is refused.
 
 The directory must be on a file system the coordinator's worker and the client share
 (the dataset's usually is): the coordinator writes, the client reads after a failure.
@@ -25,15 +27,14 @@ fsync-ed, so a power loss may.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import re
 import shutil
-import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +44,17 @@ import zarr.errors
 from zarr.storage import LocalStore
 
 from bptdask._typing import Params
+from bptdask.atomic import replacing
 from bptdask.errors import CheckpointError, ConfigurationError
-from bptdask.ps import MergeRecord
+from bptdask.outer.config import RunConfig
+from bptdask.report import MERGE_COLUMNS, CheckpointStatus, Evaluation, MergeLog
+from bptdask.validation import check_integer
 
 FORMAT_NAME = "bptdask-checkpoints"
-FORMAT_VERSION = 1
+#: 2: the run's description and its seed are stored apart (``run``, ``seed``).
+FORMAT_VERSION = 2
 #: Codecs a checkpoint's arrays may use; an array naming any other is refused unread.
 SAFE_CODECS = frozenset({"bytes", "zstd", "gzip", "crc32c", "transpose", "blosc"})
-#: The merge log's columns, in the order of :class:`~bptdask.ps.MergeRecord`.
-MERGE_COLUMNS = [spec.name for spec in fields(MergeRecord)]
 _NAME = re.compile(r"^g(\d{4,})-v(\d{12,})$")
 _NUMERIC_KINDS = "fiub"
 
@@ -61,7 +64,9 @@ class CheckpointState:
     """Everything a coordinator needs to carry a run on (see the module docstring).
 
     ``open_epochs`` maps each epoch still running to the chunks completed in it;
-    ``powers`` each worker's measured samples/s; ``config`` the run's JSON description.
+    ``powers`` each worker's measured samples/s; ``run`` the run's JSON description
+    (:func:`~bptdask.outer.config.describe_run`) and ``seed`` its seed; ``counts`` the
+    run's elapsed milliseconds and its rejected and invalid pushes.
     """
 
     params: Params
@@ -70,27 +75,17 @@ class CheckpointState:
     epochs_done: int
     open_epochs: dict[int, list[int]]
     powers: dict[str, float]
-    config: dict[str, Any]
-    merges: list[MergeRecord] = field(default_factory=list)
+    run: dict[str, Any]
+    seed: int
+    merges: MergeLog = field(default_factory=MergeLog)
     epoch_ends: list[float] = field(default_factory=list)
-    evaluations: list[dict] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         """The checkpoint's directory name, ordered by (generation, version)."""
         return f"g{self.generation:04d}-v{self.version:012d}"
-
-
-def describe_run(architecture: dict, settings: dict, chunk_sizes: list[int], mode: str) -> dict[str, Any]:
-    """What defines a run, as its checkpoints store it; a resume must match it.
-
-    ``settings`` are the training settings as a dict; their seed and device may differ
-    on a resume (the checkpoint's seed is used), so they are left out.
-    """
-    described = {key: value for key, value in settings.items() if key not in ("seed", "device")}
-    config = {"architecture": architecture, "settings": described, "chunk_sizes": chunk_sizes, "mode": mode}
-    return json.loads(json.dumps(config))  # as the JSON header stores it: tuples become lists
 
 
 def check_checkpoint_path(path: str | os.PathLike) -> Path:
@@ -139,10 +134,8 @@ class CheckpointStore:
     """
 
     def __init__(self, path: str | os.PathLike, *, keep: int = 2):
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ConfigurationError(f"keep must be an integer >= 1, got {keep!r}")
         self.path = check_checkpoint_path(path)
-        self.keep = keep
+        self.keep = check_integer("keep", keep, minimum=1)
 
     def __repr__(self) -> str:
         return f"CheckpointStore({str(self.path)!r})"
@@ -154,14 +147,29 @@ class CheckpointStore:
         found = [p.name for p in self.path.iterdir() if p.is_dir() and _NAME.match(p.name)]
         return sorted(found, key=lambda name: tuple(map(int, _NAME.match(name).groups())))
 
-    def check_resumable(self, state: CheckpointState, config: dict[str, Any]) -> None:
-        """Refuse to resume ``state`` for a run described otherwise (:func:`describe_run`)."""
-        differences = sorted(key for key in config if state.config.get(key) != config[key])
+    def resume(self, run: dict[str, Any]) -> CheckpointState | None:
+        """The newest checkpoint, to resume the run described by ``run``; None when there is none.
+
+        Raises
+        ------
+        CheckpointError
+            When the checkpoint is of another run (:func:`~bptdask.outer.config.describe_run`
+            differs): another model, other settings or another dataset.
+        """
+        state = self.latest()
+        if state is None:
+            return None
+        differences = sorted(key for key in {*run, *state.run} if state.run.get(key) != run.get(key))
         if differences:
+            settings = state.run.get("settings", {})
+            changed = sorted(k for k in {*settings, *run.get("settings", {})} if settings.get(k) != run["settings"].get(k))
+            detail = f" ({', '.join(changed)})" if changed else ""
             raise CheckpointError(
-                f"the checkpoint in {self.path} is of another run: its {', '.join(differences)} differ from this "
-                "fit's; fit with the same model, settings and dataset to resume, or pass a new checkpoint directory"
+                f"the checkpoint in {self.path} is of another run: its {', '.join(differences)}{detail} differ from "
+                "this fit's; fit with the same model, settings and dataset to resume, or pass a new checkpoint "
+                "directory"
             )
+        return state
 
     def write(self, state: CheckpointState) -> Path:
         """Write ``state`` as a new checkpoint, atomically; returns its directory."""
@@ -169,15 +177,8 @@ class CheckpointStore:
         if _root_format(self.path) != FORMAT_NAME:
             zarr.open_group(LocalStore(self.path), mode="a", attributes={"format": FORMAT_NAME})
         final = self.path / state.name
-        partial = self.path / f".{state.name}.partial-{uuid.uuid4().hex[:12]}"
-        try:
-            _write_group(partial, state)
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(partial, final)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+        with replacing(final) as staged:
+            _write_group(staged, state)
         for old in self.names()[: -self.keep]:
             shutil.rmtree(self.path / old, ignore_errors=True)
         return final
@@ -211,16 +212,14 @@ class CheckpointWriter:
     """
 
     def __init__(self, store: CheckpointStore, *, every: int, background: bool = True, version: int = 0):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ConfigurationError(f"checkpoint_every must be an integer >= 1, got {every!r}")
-        self.store, self.every = store, every
-        self.status: dict[str, Any] = {"written": 0, "version": version, "errors": []}
+        self.store, self.every = store, check_integer("checkpoint_every", every, minimum=1)
+        self.status = CheckpointStatus(version=version)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="bptdask-checkpoint") if background else None
         self._writing: Future | None = None
 
     def merged(self, version: int, snapshot: Callable[[], CheckpointState]) -> None:
         """A merge produced ``version``: checkpoint ``snapshot()`` if one is due."""
-        if version - self.status["version"] < self.every:
+        if version - self.status.version < self.every:
             return
         if self._thread is None:
             self._write(snapshot())
@@ -237,39 +236,37 @@ class CheckpointWriter:
         try:
             self.store.write(state)
         except Exception as exc:
-            self.status["errors"] = [*self.status["errors"][-4:], f"v{state.version}: {exc!r}"]
+            self.status.errors = [*self.status.errors[-4:], f"v{state.version}: {exc!r}"]
             warnings.warn(f"checkpoint of version {state.version} failed: {exc!r}", RuntimeWarning, stacklevel=2)
             return None
-        self.status["written"] += 1
-        self.status["version"] = max(self.status["version"], state.version)
+        self.status.written += 1
+        self.status.version = max(self.status.version, state.version)
         return state.version
 
 
 def _write_group(directory: Path, state: CheckpointState) -> None:
-    workers = sorted({record.worker for record in state.merges})
+    table, workers = state.merges.to_table()
     document = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "version": state.version,
-        "generation": state.generation, "epochs_done": state.epochs_done,
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "version": state.version,
+        "generation": state.generation,
+        "epochs_done": state.epochs_done,
         "open_epochs": {str(epoch): sorted(map(int, chunks)) for epoch, chunks in state.open_epochs.items()},
-        "powers": state.powers, "config": state.config, "epoch_ends": state.epoch_ends,
-        "evaluations": state.evaluations, "counts": state.counts,
+        "powers": state.powers,
+        "run": state.run,
+        "seed": state.seed,
+        "epoch_ends": state.epoch_ends,
+        "evaluations": [dataclasses.asdict(evaluation) for evaluation in state.evaluations],
+        "counts": state.counts,
         "params": {name: list(np.shape(value)) for name, value in state.params.items()},
-        "merge_columns": MERGE_COLUMNS, "merge_workers": workers,
+        "merge_columns": list(MERGE_COLUMNS),
+        "merge_workers": workers,
     }
     group = zarr.open_group(LocalStore(directory), mode="w-", attributes=document)
     for name, value in state.params.items():
         group.create_array(f"params/{name}", data=np.ascontiguousarray(value))
-    group.create_array("merges", data=_merge_table(state.merges, workers))
-
-
-def _merge_table(records: list[MergeRecord], workers: list[str]) -> np.ndarray:
-    """The merge log as a float64 table ``(n_merges, len(MERGE_COLUMNS))``; workers as indices."""
-    code = {worker: index for index, worker in enumerate(workers)}
-    rows = [
-        [code[record.worker] if column == "worker" else getattr(record, column) for column in MERGE_COLUMNS]
-        for record in records
-    ]
-    return np.asarray(rows, dtype=np.float64).reshape(len(records), len(MERGE_COLUMNS))
+    group.create_array("merges", data=table)
 
 
 def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
@@ -289,33 +286,33 @@ def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
     document = dict(group.attrs)
     if group.metadata.zarr_format != 3 or document.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{directory} is not a bptdask checkpoint (format {document.get('format')!r})")
-    if document.get("format_version", 0) > FORMAT_VERSION:
+    if document.get("format_version", 0) != FORMAT_VERSION:
+        newer = document.get("format_version", 0) > FORMAT_VERSION
         raise CheckpointError(
-            f"{directory} was written by a newer bptdask (checkpoint format {document['format_version']}, this "
-            f"version reads up to {FORMAT_VERSION}); upgrade bptdask"
+            f"{directory} was written by {'a newer' if newer else 'an older'} bptdask (checkpoint format "
+            f"{document.get('format_version')}, this version reads {FORMAT_VERSION}); "
+            + ("upgrade bptdask" if newer else "start with a new checkpoint directory")
         )
     try:
         params = {name: _read_numeric(group, f"params/{name}", tuple(shape)) for name, shape in document["params"].items()}
         workers, columns = document["merge_workers"], document["merge_columns"]
-        if columns != MERGE_COLUMNS:
-            raise CheckpointError(f"{directory}: the merge log has columns {columns}, expected {MERGE_COLUMNS}")
+        if tuple(columns) != MERGE_COLUMNS:
+            raise CheckpointError(f"{directory}: the merge log has columns {columns}, expected {list(MERGE_COLUMNS)}")
         table = _read_numeric(group, "merges", None)
         if table.ndim != 2 or table.shape[1] != len(columns):
             raise CheckpointError(f"{directory}: the merge log has shape {table.shape}")
-        kinds = {spec.name: spec.type for spec in fields(MergeRecord)}
-        merges = [
-            MergeRecord(**{
-                column: workers[int(value)] if column == "worker" else (float if kinds[column] == "float" else int)(value)
-                for column, value in zip(columns, row)
-            })
-            for row in table
-        ]
         return CheckpointState(
-            params=params, version=int(document["version"]), generation=int(document["generation"]),
+            params=params,
+            version=int(document["version"]),
+            generation=int(document["generation"]),
             epochs_done=int(document["epochs_done"]),
             open_epochs={int(epoch): list(chunks) for epoch, chunks in document["open_epochs"].items()},
-            powers={str(k): float(v) for k, v in document["powers"].items()}, config=document["config"],
-            merges=merges, epoch_ends=list(document["epoch_ends"]), evaluations=list(document["evaluations"]),
+            powers={str(k): float(v) for k, v in document["powers"].items()},
+            run=dict(document["run"]),
+            seed=int(document["seed"]),
+            merges=MergeLog.from_table(table, list(workers)),
+            epoch_ends=list(document["epoch_ends"]),
+            evaluations=[Evaluation(**evaluation) for evaluation in document["evaluations"]],
             counts=dict(document["counts"]),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -340,3 +337,37 @@ def _read_numeric(group: zarr.Group, name: str, shape: tuple[int, ...] | None) -
     if shape is not None and tuple(array.shape) != shape:
         raise CheckpointError(f"checkpoint array {name!r} has shape {array.shape}, its header says {shape}")
     return array[...]
+
+
+def resume_run(
+    checkpoint: str | os.PathLike | None, config: RunConfig, run: dict[str, Any]
+) -> tuple[CheckpointStore | None, CheckpointState | None, RunConfig]:
+    """Open a run's checkpoint directory and find where the run starts.
+
+    Parameters
+    ----------
+    checkpoint : path or None
+        The run's checkpoint directory, if it has one.
+    config : RunConfig
+    run : dict
+        The run's description (:func:`~bptdask.outer.config.describe_run`).
+
+    Returns
+    -------
+    store : CheckpointStore or None
+    resume : CheckpointState or None
+        The newest checkpoint of this run, or None for a fresh start.
+    config : RunConfig
+        ``config`` with the checkpoint's seed when resuming (the chunk order and the
+        workers' sample order follow it), else as given.
+
+    Raises
+    ------
+    CheckpointError
+        The directory holds a checkpoint of another run.
+    """
+    if checkpoint is None:
+        return None, None, config
+    store = CheckpointStore(checkpoint)
+    resume = store.resume(run)
+    return store, resume, config if resume is None else config.replace(seed=resume.seed)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -13,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, rule
 
-from bptdask.errors import ConfigurationError, DataError, ShapeError
-from bptdask.ps import WeightServer
+from bptdask.errors import ConfigurationError, DataError, ProtocolError, ShapeError
+from bptdask.outer.config import RunConfig
+from bptdask.outer.protocol import PartKey
+from bptdask.outer.weights import WeightServer
 
 SHAPES = {"0.weight": (3, 2), "0.bias": (3,)}
 
@@ -27,24 +26,21 @@ def filled(value, dtype="float64"):
     return {name: np.full(shape, value, dtype) for name, shape in SHAPES.items()}
 
 
+def server_of(params, **rule):
+    """A weight server over ``params`` with the merge rule ``rule`` (RunConfig's names)."""
+    return WeightServer(params, RunConfig(**rule))
+
+
 def push(server, worker, round_index, part_index, delta, **counts):
     options = {"base_version": 0, "n_samples": 30, "round_samples": 60, "n_workers": 2, "seconds": 1.5, **counts}
-    return server.push(worker, round_index, part_index, delta, **options)
-
-
-@pytest.mark.parametrize("module", ["bptdask.ps", "bptdask.partition"])
-def test_the_deciding_modules_load_no_dask_or_zarr(module):
-    code = f"import json, sys, {module}; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-    code += "('dask', 'distributed', 'zarr', 'cupy'))))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert json.loads(result.stdout) == []
+    return server.push(PartKey(worker, round_index, part_index), delta, **options)
 
 
 # --- hand-computed examples ------------------------------------------------------------
 
 
 def test_agwu_weighs_by_share_and_halves_per_version_of_staleness():
-    server = WeightServer(zeros(), alpha0=1.0, gamma=0.5)
+    server = server_of(zeros(), merge_weight=1.0, staleness_decay=0.5)
     first = push(server, "a", 0, 0, filled(1.0))  # share 30 * 2 / 60 = 1, fresh: alpha 1
     second = push(server, "b", 0, 1, filled(10.0))  # same share, one version stale: alpha 0.5
     assert (first.status, first.version, first.staleness, first.alpha) == ("merged", 1, 0, 1.0)
@@ -54,64 +50,73 @@ def test_agwu_weighs_by_share_and_halves_per_version_of_staleness():
     np.testing.assert_array_equal(weights["0.weight"], np.full((3, 2), 1.0 + 0.5 * 10.0))
 
 
-def test_alpha0_scales_a_larger_share():
-    server = WeightServer(filled(2.0), alpha0=0.5, gamma=1.0)
+def test_merge_weight_scales_a_larger_share():
+    server = server_of(filled(2.0), merge_weight=0.5, staleness_decay=1.0)
     result = push(server, "a", 4, 0, filled(4.0), n_samples=45)  # 0.5 * (45 * 2 / 60) = 0.75
     assert result.alpha == 0.75
     np.testing.assert_array_equal(server.pull()[0]["0.bias"], np.full(3, 2.0 + 0.75 * 4.0))
 
 
 def test_too_stale_pushes_are_rejected_and_may_be_retried_after_a_pull():
-    server = WeightServer(zeros(), max_staleness=1)
+    server = server_of(zeros(), max_staleness=1)
     for part in range(2):
         push(server, "a", 0, part, filled(1.0), base_version=part)  # fresh: alpha 1
     stale = push(server, "b", 0, 2, filled(100.0))  # 2 versions behind
     assert (stale.status, stale.accepted, stale.staleness, stale.version) == ("stale", False, 2, 2)
     assert server.version == 2 and server.rejected == 1
     np.testing.assert_array_equal(server.pull()[0]["0.bias"], np.full(3, 2.0))
-    assert server.push_result("b", 0, 2) is None
+    assert server.push_result(PartKey("b", 0, 2)) is None
     retry = push(server, "b", 0, 2, filled(4.0), base_version=2)
     assert (retry.status, retry.alpha, retry.version) == ("merged", 1.0, 3)
 
 
 def test_a_duplicate_push_returns_the_first_result_and_changes_nothing():
-    server = WeightServer(zeros())
+    server = server_of(zeros())
     first = push(server, "a", 1, 0, filled(1.0))
     again = push(server, "a", 1, 0, filled(50.0), base_version=1)
-    assert again == first and server.version == 1 and server.push_result("a", 1, 0) == first
+    assert again == first and server.version == 1 and server.push_result(PartKey("a", 1, 0)) == first
     np.testing.assert_array_equal(server.pull()[0]["0.weight"], np.ones((3, 2)))
 
 
-def test_merge_records_describe_each_merge():
-    server = WeightServer(zeros(), history=2)
+def test_merge_records_describe_each_merge_on_the_runs_clock():
+    clock = iter([10.0, 10.5, 11.25])
+    server = WeightServer(zeros(), RunConfig(), clock=lambda: next(clock))
     for part in range(3):
         push(server, "w", 0, part, filled(1.0), base_version=0, n_samples=10 + part)
-    records = server.merge_records()
-    assert [r.version for r in records] == [2, 3]
-    last = records[-1]
+    log = server.merge_log()
+    assert [r.version for r in log] == [1, 2, 3]
+    last = log[-1]
     assert (last.worker, last.round_index, last.part_index, last.staleness, last.base_version) == ("w", 0, 2, 2, 0)
-    assert (last.alpha, last.n_samples, last.seconds) == (12 * 2 / 60 * 0.25, 12, 1.5)
-    assert last.merged_at > 0
-    assert server.merge_records(since_version=2) == [last]
+    assert (last.alpha, last.n_samples, last.seconds, last.merged_at) == (12 * 2 / 60 * 0.25, 12, 1.5, 11.25)
+    assert log.since(2) == [last]
+
+
+def test_every_merge_is_kept_however_long_the_run():
+    server = server_of(zeros(), staleness_decay=1.0)
+    for part in range(3000):
+        push(server, f"w{part % 7}", part // 5, part, filled(1e-3), base_version=server.version)
+    log = server.merge_log()
+    assert len(log) == 3000 and log.column("version").tolist() == list(range(1, 3001))
+    assert log[0].part_index == 0 and log[2999].worker == "w3"
 
 
 def test_non_finite_deltas_are_rejected_as_invalid_without_touching_the_weights():
-    server = WeightServer(zeros())
+    server = server_of(zeros())
     bad = filled(1.0)
     bad["0.weight"][1, 0] = np.nan
     bad["0.bias"][0] = np.inf
     result = push(server, "a", 0, 0, bad)
     assert (result.status, result.accepted, result.alpha) == ("invalid", False, 0.0)
     huge = {**filled(1.0), "0.bias": np.full(3, 1e300)}  # finite in float64, inf once cast to float32
-    small = WeightServer(zeros("float32"))
+    small = server_of(zeros("float32"))
     assert push(small, "a", 0, 0, huge).status == "invalid" and small.invalid == 1
-    assert server.version == 0 and server.invalid == 1 and server.push_result("a", 0, 0) is None
+    assert server.version == 0 and server.invalid == 1 and server.push_result(PartKey("a", 0, 0)) is None
     np.testing.assert_array_equal(server.pull()[0]["0.weight"], np.zeros((3, 2)))
     assert push(server, "a", 0, 0, filled(1.0)).status == "merged"
 
 
 def test_pushes_must_match_the_weights_and_the_version():
-    server = WeightServer(zeros())
+    server = server_of(zeros())
     with pytest.raises(DataError, match=r"names \['0.weight'\] but the server holds"):
         push(server, "a", 0, 0, {"0.weight": np.zeros((3, 2))})
     with pytest.raises(ShapeError, match=r"delta '0.bias' of push \('a', 0, 0\) has shape \(4,\), weight has \(3,\)"):
@@ -125,36 +130,18 @@ def test_pushes_must_match_the_weights_and_the_version():
     assert server.version == 0
 
 
-@pytest.mark.parametrize(
-    ("options", "match"),
-    [
-        ({"mode": "async"}, "mode must be 'agwu' or 'sgwu', got 'async'"),
-        ({"alpha0": 0.0}, r"alpha0 must be in \(0, 1\] .* got 0.0"),
-        ({"alpha0": 1.5}, r"alpha0 must be in \(0, 1\]"),
-        ({"gamma": 0}, r"gamma must be in \(0, 1\] \(1 means no staleness decay\), got 0"),
-        ({"gamma": 2.0}, "gamma must be in"),
-        ({"max_staleness": -1}, r"max_staleness must be None \(no bound\) or an integer >= 0, got -1"),
-        ({"max_staleness": 1.5}, "max_staleness must be None"),
-        ({"history": 0}, "history must be an integer >= 1"),
-    ],
-)
-def test_options_are_checked(options, match):
-    with pytest.raises(ConfigurationError, match=match):
-        WeightServer(zeros(), **options)
-
-
 def test_initial_weights_are_checked():
     with pytest.raises(ConfigurationError, match="params is empty"):
-        WeightServer({})
+        server_of({})
     with pytest.raises(ConfigurationError, match="weights must be floating point"):
-        WeightServer({"w": np.arange(3)})
+        server_of({"w": np.arange(3)})
     with pytest.raises(DataError, match="initial weight 'w' holds NaN"):
-        WeightServer({"w": np.array([np.nan])})
+        server_of({"w": np.array([np.nan])})
 
 
 def test_arrays_are_copied_in_and_out():
     initial = zeros("float32")
-    server = WeightServer(initial)
+    server = server_of(initial)
     initial["0.weight"][:] = 7
     pulled, _ = server.pull()
     pulled["0.bias"][:] = 9
@@ -169,22 +156,22 @@ def test_arrays_are_copied_in_and_out():
 
 
 def test_sgwu_merges_a_round_once_with_the_data_share_average():
-    server = WeightServer(zeros(), mode="sgwu", alpha0=0.1, gamma=0.1)
+    server = server_of(zeros(), update="sgwu", merge_weight=0.1, staleness_decay=0.1)
     first = push(server, "a", 0, 0, filled(6.0), n_samples=10)
     assert (first.status, first.version, first.alpha) == ("pending", 0, 10 / 60)
     assert push(server, "b", 0, 1, filled(3.0), n_samples=20).status == "pending"
-    assert server.version == 0 and server.merge_records() == []
+    assert server.version == 0 and len(server.merge_log()) == 0
     last = push(server, "c", 0, 2, filled(-1.0), n_samples=30)
     assert (last.status, last.version, last.alpha) == ("merged", 1, 0.5)
     expected = (10 * 6.0 + 20 * 3.0 - 30 * 1.0) / 60
     np.testing.assert_allclose(server.pull()[0]["0.bias"], np.full(3, expected))
-    assert server.push_result("a", 0, 0).status == "merged"
-    assert push(server, "a", 0, 0, filled(6.0), n_samples=10) == server.push_result("a", 0, 0)
-    assert [(r.worker, r.version) for r in server.merge_records()] == [("a", 1), ("b", 1), ("c", 1)]
+    assert server.push_result(PartKey("a", 0, 0)).status == "merged"
+    assert push(server, "a", 0, 0, filled(6.0), n_samples=10) == server.push_result(PartKey("a", 0, 0))
+    assert [(r.worker, r.version) for r in server.merge_log()] == [("a", 1), ("b", 1), ("c", 1)]
 
 
 def test_sgwu_holds_a_copy_of_each_pending_delta():
-    server = WeightServer(zeros(), mode="sgwu")
+    server = server_of(zeros(), update="sgwu")
     delta = filled(2.0)
     push(server, "a", 0, 0, delta)
     delta["0.bias"][:] = 1000.0
@@ -193,11 +180,11 @@ def test_sgwu_holds_a_copy_of_each_pending_delta():
 
 
 def test_sgwu_refuses_a_round_that_would_overflow():
-    server = WeightServer(zeros(), mode="sgwu")
+    server = server_of(zeros(), update="sgwu")
     push(server, "a", 0, 0, filled(1.0), n_samples=40)
-    with pytest.raises(DataError, match="brings round 0 to 70 of its 60 samples"):
+    with pytest.raises(ProtocolError, match="brings round 0 to 70 of its 60 samples"):
         push(server, "b", 0, 1, filled(1.0), n_samples=30)
-    with pytest.raises(ConfigurationError, match="earlier pushes said 60"):
+    with pytest.raises(ProtocolError, match="earlier pushes said 60"):
         push(server, "b", 0, 1, filled(1.0), n_samples=20, round_samples=50)
     assert push(server, "b", 0, 1, filled(1.0), n_samples=20).version == 1
 
@@ -213,7 +200,7 @@ def test_sgwu_result_does_not_depend_on_arrival_order(counts, seed, order_seed):
     deltas = [{name: rng.standard_normal(shape) for name, shape in SHAPES.items()} for _ in counts]
     results = []
     for shuffle in (False, True):
-        server = WeightServer(zeros(), mode="sgwu")
+        server = server_of(zeros(), update="sgwu")
         order = list(range(len(counts)))
         if shuffle:
             order_seed.shuffle(order)
@@ -227,7 +214,7 @@ def test_sgwu_result_does_not_depend_on_arrival_order(counts, seed, order_seed):
 
 
 def test_concurrent_pushes_each_merge_once():
-    server = WeightServer(zeros(), gamma=1.0)
+    server = server_of(zeros(), staleness_decay=1.0)
 
     def worker(name):
         for part in range(25):
@@ -265,7 +252,8 @@ class AgwuServerMachine(RuleBasedStateMachine):
     def start(self, alpha0, gamma, max_staleness, seed):
         self.rng = np.random.default_rng(seed)
         self.initial = {name: self.rng.standard_normal(shape) for name, shape in SHAPES.items()}
-        self.server = WeightServer(self.initial, alpha0=alpha0, gamma=gamma, max_staleness=max_staleness)
+        rule = RunConfig(merge_weight=alpha0, staleness_decay=gamma, max_staleness=max_staleness)
+        self.server = WeightServer(self.initial, rule)
         self.options = (alpha0, gamma, max_staleness)
         self.reference = {name: value.copy() for name, value in self.initial.items()}
         self.version = 0
@@ -293,11 +281,11 @@ class AgwuServerMachine(RuleBasedStateMachine):
     )
     def push(self, base, worker, n_samples, extra, n_workers):
         alpha0, gamma, max_staleness = self.options
-        key = (worker, self.next_part // 3, self.next_part)
+        key = PartKey(worker, self.next_part // 3, self.next_part)
         self.next_part += 1
         delta = {name: self.rng.standard_normal(shape) for name, shape in SHAPES.items()}
         counts = {"n_samples": n_samples, "round_samples": n_samples + extra, "n_workers": n_workers}
-        result = self.server.push(*key, delta, base_version=base, seconds=0.1, **counts)
+        result = self.server.push(key, delta, base_version=base, seconds=0.1, **counts)
         staleness = self.version - base
         assert result.staleness == staleness
         if max_staleness is not None and staleness > max_staleness:
@@ -317,7 +305,7 @@ class AgwuServerMachine(RuleBasedStateMachine):
     @rule(key=accepted, base=pulls, scale=st.floats(-3, 3))
     def push_again(self, key, base, scale):
         delta = {name: np.full(shape, scale) for name, shape in SHAPES.items()}
-        again = self.server.push(*key, delta, base_version=base, n_samples=1, round_samples=1, n_workers=1)
+        again = self.server.push(key, delta, base_version=base, n_samples=1, round_samples=1, n_workers=1)
         assert again == self.results[key]
 
     @rule(key=consumes(accepted))
@@ -337,11 +325,11 @@ class AgwuServerMachine(RuleBasedStateMachine):
 
     @invariant()
     def weights_follow_the_merge_records(self):
-        records = self.server.merge_records()
+        records = list(self.server.merge_log())
         assert [r.version for r in records] == list(range(1, self.version + 1))
         rebuilt = {name: value.copy() for name, value in self.initial.items()}
         for record in records:
-            key = (record.worker, record.round_index, record.part_index)
+            key = PartKey(record.worker, record.round_index, record.part_index)
             assert record.version - 1 - record.base_version == record.staleness
             for name in rebuilt:
                 rebuilt[name] = rebuilt[name] + record.alpha * self.pushed[key][name]

@@ -1,22 +1,22 @@
 """Which epochs of a run are open, and which part a free worker trains next.
 
-An :class:`EpochSchedule` runs one :class:`~bptdask.partition.EpochPlan` per epoch. With
+An :class:`EpochSchedule` runs one :class:`~bptdask.outer.partition.EpochPlan` per epoch. With
 ``lockstep=False`` (AGWU) a worker with nothing left in the open epoch starts on the
 next one while the last parts of the current one are still trained (at most two epochs
 are open); with ``lockstep=True`` (SGWU) every worker stays inside the round being
 synchronised until :meth:`EpochSchedule.round_merged` moves it on. Epochs close in order
-once all their chunks are trained. Parts are keyed ``(worker, round numbered across
-epochs, part)``, unique for the whole run. Plain data, no I/O: the coordinator drives it.
+once all their chunks are trained. Parts are keyed by :class:`~bptdask.outer.protocol.PartKey`
+(rounds numbered across epochs), unique for the whole run. Plain data, no I/O: the
+coordinator drives it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from bptdask.allocation import PowerEstimator
-from bptdask.partition import EpochPlan, Part
-
-PartKey = tuple[str, int, int]
+from bptdask.outer.allocation import PowerEstimator
+from bptdask.outer.partition import EpochPlan, Part
+from bptdask.outer.protocol import PartKey
 
 
 class EpochSchedule:
@@ -25,7 +25,7 @@ class EpochSchedule:
     Parameters
     ----------
     chunk_sizes, seed, chunks_per_round, balance
-        As for :class:`~bptdask.partition.EpochPlan`.
+        As for :class:`~bptdask.outer.partition.EpochPlan`.
     workers : iterable of str
         The workers present at the start.
     estimator : PowerEstimator
@@ -77,8 +77,8 @@ class EpochSchedule:
 
     @staticmethod
     def key(plan: EpochPlan, part: Part) -> PartKey:
-        """``(worker, round numbered across epochs, part)``: unique for the whole run."""
-        return part.worker, plan.epoch * plan.n_rounds + part.round_index, part.part_index
+        """The run-wide key of ``part`` of ``plan``'s epoch."""
+        return PartKey(part.worker, plan.epoch * plan.n_rounds + part.round_index, part.part_index)
 
     @property
     def done_chunks(self) -> dict[int, list[int]]:

@@ -1,0 +1,108 @@
+""":func:`fit_on_cluster`: train a model across a Dask cluster with IDPA and AGWU/SGWU.
+
+It starts a :class:`~bptdask.outer.coordinator.TrainingCoordinator` as a Dask actor on
+one worker, then one task pinned to each worker that trains parts against it and reads
+its chunks straight from the dataset's store (only the dataset's location travels). The
+supervisor (:mod:`bptdask.cluster.supervise`) watches them until the run ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+from distributed import Client
+
+from bptdask._typing import Params
+from bptdask.cluster.connect import worker_addresses
+from bptdask.cluster.supervise import Shell
+from bptdask.data import Dataset
+from bptdask.errors import ConfigurationError
+from bptdask.model import Sequential
+from bptdask.outer.checkpoint import resume_run
+from bptdask.outer.config import RunConfig, describe_run
+from bptdask.outer.supervisor import SupervisorState
+from bptdask.report import Evaluation, RunReport
+
+
+def fit_on_cluster(
+    client: Client,
+    dataset: Dataset,
+    model: Sequential,
+    params: Params,
+    config: RunConfig,
+    *,
+    workers: list[str] | None = None,
+    evaluate: Callable[[Params], float] | None = None,
+    target_accuracy: float | None = None,
+    on_epoch: Callable[[Evaluation], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    timeout: float | None = None,
+) -> tuple[Params, RunReport]:
+    """Train ``model`` from ``params`` on the training chunks of ``dataset`` across the cluster.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    dataset : Dataset
+        Opened from a location every worker can read (a shared path or an object-store URL).
+    model : Sequential
+    params : dict of arrays
+        The initial weights (ignored when resuming from a checkpoint).
+    config : RunConfig
+        Training settings, merge rule, IDPA round size and balance, timeouts.
+    workers : list of str, optional
+        Worker addresses to use; default all, including workers that join during the
+        run. The coordinator lives on the first.
+    evaluate : callable, optional
+        ``evaluate(params) -> accuracy``, run here on the global weights as they were at
+        the end of every epoch (recorded in the report's ``evaluations``).
+    target_accuracy : float, optional
+        End the run once ``evaluate`` reaches it (needs ``evaluate``).
+    on_epoch : callable, optional
+        Called here with each epoch's :class:`~bptdask.report.Evaluation` as soon as it
+        is scored, for progress output.
+    checkpoint : str or PathLike, optional
+        Directory on a file system the workers and this process share. Checkpoints are
+        written there every ``config.checkpoint_every`` merges and at the end; if it
+        already holds one of this run, training resumes from it (to the same final
+        epoch); if the coordinator's worker dies, the coordinator is recreated from it.
+    timeout : float, optional
+        Seconds the whole fit may take.
+
+    Returns
+    -------
+    params : dict of NumPy arrays
+        The final global weights.
+    report : RunReport
+
+    Raises
+    ------
+    TrainingDivergedError
+        Updates held NaN/inf ``config.max_invalid`` times in a row; the last good
+        checkpoint is kept.
+    ClusterTrainingError
+        Every worker was lost, the coordinator was lost without a checkpoint, or a timeout.
+    CheckpointError
+        ``checkpoint`` holds a checkpoint of another run.
+    """
+    if target_accuracy is not None and evaluate is None:
+        raise ConfigurationError("target_accuracy needs evaluate (a function scoring the weights); pass both")
+    chunk_sizes = [int(n) for n in dataset.chunk_sizes("train")]
+    if not any(chunk_sizes):
+        raise ConfigurationError(f"{dataset.location} has no training samples")
+    run = describe_run(config, model.to_config(), chunk_sizes)
+    store, resume, config = resume_run(checkpoint, config, run)
+    state = SupervisorState(
+        sorted(workers or worker_addresses(client)),
+        only=frozenset(workers) if workers else None,
+        resume=resume is not None,
+        checkpointing=store is not None,
+        target_accuracy=target_accuracy,
+        call_timeout=config.call_timeout,
+        timeout=timeout,
+    )
+    initial = {name: np.asarray(value) for name, value in params.items()}
+    shell = Shell(client, dataset, model, initial, config, run, store=store, evaluate=evaluate, on_epoch=on_epoch)
+    return shell.run(state)
