@@ -22,13 +22,13 @@ import tempfile
 import threading
 import time
 
+from common import print_table, write_report
 from distributed import Client, LocalCluster
+from outer import mnist, scorer
 
 import bptdask
 from bptdask.cluster import fit_on_cluster, worker_addresses
 from bptdask.outer.config import RunConfig
-from common import print_table, write_report
-from outer import mnist, scorer
 
 
 class Chaos:
@@ -67,13 +67,15 @@ def run(client, dataset, test, config, *, interval: float | None, seed: int) -> 
     with tempfile.TemporaryDirectory(prefix="bptdask-chaos-") as checkpoint:
         started = time.perf_counter()
         if interval is None:
-            params, report = fit_on_cluster(client, dataset, model, model.init_params(seed), config,
-                                             checkpoint=checkpoint)
+            params, report = fit_on_cluster(
+                client, dataset, model, model.init_params(seed), config, checkpoint=checkpoint
+            )
             kills = []
         else:
             with Chaos(client, interval, seed) as chaos:
-                params, report = fit_on_cluster(client, dataset, model, model.init_params(seed), config,
-                                                 checkpoint=checkpoint)
+                params, report = fit_on_cluster(
+                    client, dataset, model, model.init_params(seed), config, checkpoint=checkpoint
+                )
             kills = chaos.kills
         wall = time.perf_counter() - started
     coordinators = {recovery.lost_coordinator for recovery in report.recoveries}
@@ -106,8 +108,12 @@ def main(argv=None) -> list[dict]:
 
     dataset, test = mnist(args.scratch)
     config = RunConfig(epochs=args.epochs, batch_size=32, device="cpu", checkpoint_every=args.checkpoint_every)
-    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         rows = [run(client, dataset, test, config, interval=None, seed=0)]
         for seed in args.seeds:
             try:
@@ -115,12 +121,26 @@ def main(argv=None) -> list[dict]:
             except TimeoutError:  # a Nanny that gave up restarting its worker: go on with fewer
                 print(f"only {len(worker_addresses(client))} of 3 workers came back; seed {seed} runs with them")
             rows.append(run(client, dataset, test, config, interval=args.interval, seed=seed))
-    print(f"Chaos: 3 Nanny workers, LeNet-5, MNIST sample, {args.epochs} epochs AGWU, batch 32, "
-          f"checkpoint every {args.checkpoint_every} merges, SIGKILL of a random worker every {args.interval:g} s:")
-    print_table(rows, [("run", "run", "s"), ("workers_at_start", "workers", "d"), ("faults_injected", "injected", "d"), ("faults_survived", "survived", "d"),
-                       ("coordinator_kills", "coord kills", "d"), ("lost_workers", "lost workers", "d"),
-                       ("recoveries", "recoveries", "d"), ("merges_lost", "merges lost", "d"), ("merges", "merges", "d"),
-                       ("wall_seconds", "wall s", ".1f"), ("accuracy", "accuracy", ".4f")])
+    print(
+        f"Chaos: 3 Nanny workers, LeNet-5, MNIST sample, {args.epochs} epochs AGWU, batch 32, "
+        f"checkpoint every {args.checkpoint_every} merges, SIGKILL of a random worker every {args.interval:g} s:"
+    )
+    print_table(
+        rows,
+        [
+            ("run", "run", "s"),
+            ("workers_at_start", "workers", "d"),
+            ("faults_injected", "injected", "d"),
+            ("faults_survived", "survived", "d"),
+            ("coordinator_kills", "coord kills", "d"),
+            ("lost_workers", "lost workers", "d"),
+            ("recoveries", "recoveries", "d"),
+            ("merges_lost", "merges lost", "d"),
+            ("merges", "merges", "d"),
+            ("wall_seconds", "wall s", ".1f"),
+            ("accuracy", "accuracy", ".4f"),
+        ],
+    )
     print(f"wrote {write_report('chaos', rows)}")
     return rows
 

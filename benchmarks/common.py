@@ -47,7 +47,7 @@ def training_flops_per_image(model: bptdask.Sequential) -> float:
     gradient (same cost, skipped for the first layer).
     """
     total, first = 0.0, True
-    for layer, shape_in, shape_out in zip(model.layers, model.shapes, model.shapes[1:]):
+    for layer, shape_in, shape_out in zip(model.layers, model.shapes[:-1], model.shapes[1:], strict=True):
         if isinstance(layer, Conv2D):
             kh, kw = layer.kernel_size
             forward = 2.0 * np.prod(shape_out) * shape_in[0] * kh * kw
@@ -64,7 +64,10 @@ def training_batches(model: bptdask.Sequential, batch_size: int, steps: int) -> 
     """Normalised float32 batches: the MNIST sample for 1×28×28 models, else seeded noise images."""
     if model.input_shape == (1, 28, 28):
         images, labels = datasets.mnist_sample(random_state=0)
-        images, labels = np.resize(images, (batch_size * steps, *images.shape[1:])), np.resize(labels, batch_size * steps)
+        images, labels = (
+            np.resize(images, (batch_size * steps, *images.shape[1:])),
+            np.resize(labels, batch_size * steps),
+        )
     else:
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (batch_size * steps, *model.input_shape), dtype=np.uint8)
@@ -84,7 +87,13 @@ class BptdaskRunner:
     def run(self, batches):
         for x, y in batches:
             result = bptdask.train_step(
-                self.model, self.params, self.state, x, y, optimizer=self.optimizer, rng=self.rng,
+                self.model,
+                self.params,
+                self.state,
+                x,
+                y,
+                optimizer=self.optimizer,
+                rng=self.rng,
                 n_threads=self.n_threads,
             )
             self.params, self.state = result.params, result.state
@@ -149,7 +158,7 @@ def alternate(runners: dict, batches, rounds: int) -> dict[str, float]:
             warm_up_until = time.perf_counter() + WARM_UP_SECONDS
             while time.perf_counter() < warm_up_until:
                 runner.run(batches[:2])
-            seconds[name].append(timed(lambda: runner.run(batches)))
+            seconds[name].append(timed(lambda runner=runner: runner.run(batches)))
     images = sum(len(y) for _, y in batches)
     return {name: images / statistics.median(values) for name, values in seconds.items()}
 
@@ -164,7 +173,8 @@ def write_report(name: str, rows: list[dict], output: Path | None = None) -> Pat
     report = {
         "benchmark": name,
         "machine": {
-            "platform": platform.platform(), "processor": platform.processor(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
             "blas": [info.get("internal_api") for info in threadpool_info()],
         },
         "versions": {"bptdask": bptdask.__version__, "numpy": np.__version__, "torch": torch and torch.__version__},
@@ -179,6 +189,6 @@ def write_report(name: str, rows: list[dict], output: Path | None = None) -> Pat
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     """Print ``rows`` as a fixed-width table; ``columns`` are (key, heading, format)."""
     widths = [max(len(heading), 9) for _, heading, _ in columns]
-    print("  ".join(heading.rjust(w) for (_, heading, _), w in zip(columns, widths)))
+    print("  ".join(heading.rjust(w) for (_, heading, _), w in zip(columns, widths, strict=True)))
     for row in rows:
-        print("  ".join(format(row[key], fmt).rjust(w) for (key, _, fmt), w in zip(columns, widths)))
+        print("  ".join(format(row[key], fmt).rjust(w) for (key, _, fmt), w in zip(columns, widths, strict=True)))

@@ -14,6 +14,7 @@ decompression + checksums + Zarr overhead vs a copy.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
@@ -63,7 +64,7 @@ def write_idx(path: Path, values: np.ndarray) -> Path:
 def write_pngs(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     from PIL import Image
 
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         (root / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image[0]).save(root / str(label) / f"{index:06d}.png")
     return root
@@ -76,8 +77,12 @@ def measure_ingest(work: Path, images, labels, *, chunk_size: int, folder_images
     pngs = write_pngs(work / "pngs", images[:folder_images], labels[:folder_images])
     runs = {
         "numpy": (len(labels), lambda: ingest(images, labels, work / "ingest.zarr", **options)),
-        "dask": (len(labels), lambda: ingest(
-            da.from_array(images, chunks=(chunk_size, 1, 28, 28)), labels, work / "ingest.zarr", **options)),
+        "dask": (
+            len(labels),
+            lambda: ingest(
+                da.from_array(images, chunks=(chunk_size, 1, 28, 28)), labels, work / "ingest.zarr", **options
+            ),
+        ),
         "idx": (len(labels), lambda: ingest_idx(idx_images, idx_labels, work / "ingest.zarr", **options)),
         "png folder": (folder_images, lambda: ingest_folder(pngs, work / "ingest.zarr", progress=False, **options)),
     }
@@ -86,7 +91,7 @@ def measure_ingest(work: Path, images, labels, *, chunk_size: int, folder_images
 
 def read_parts(num_chunks: int, readers: int) -> list[range]:
     edges = np.linspace(0, num_chunks, readers + 1).round().astype(int)
-    return [range(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    return [range(a, b) for a, b in itertools.pairwise(edges)]
 
 
 class ChunkReader:
@@ -118,7 +123,7 @@ def per_reader_rate(reader: ChunkReader, nbytes: list[int], pool, readers: int, 
     for _ in range(repeats):
         start_at = time.time() + 0.3
         futures = [pool.submit(timed_part, reader, part, start_at) for part in parts]
-        rates = [sum(nbytes[c] for c in part) / f.result() / 1e6 for part, f in zip(parts, futures)]
+        rates = [sum(nbytes[c] for c in part) / f.result() / 1e6 for part, f in zip(parts, futures, strict=True)]
         best = max(best, statistics.mean(rates))
     return best
 
@@ -145,7 +150,9 @@ def measure_reads(work: Path, path: Path, *, readers: list[int], repeats: int) -
                 zarr_rate = per_reader_rate(ChunkReader("zarr", path, npy), nbytes, pool, count, repeats)
                 numpy_rate = per_reader_rate(ChunkReader("npy", path, npy), nbytes, pool, count, repeats)
             results[f"{mode} x{count}"] = {
-                "zarr_mb_s": zarr_rate, "numpy_load_mb_s": numpy_rate, "ratio": zarr_rate / numpy_rate
+                "zarr_mb_s": zarr_rate,
+                "numpy_load_mb_s": numpy_rate,
+                "ratio": zarr_rate / numpy_rate,
             }
     return results
 
@@ -198,7 +205,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--samples", type=int, default=20_000, help="images ingested and read (%(default)s)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="samples per chunk (%(default)s)")
     parser.add_argument("--folder-images", type=int, default=2_000, help="PNG files for the folder ingest")
-    parser.add_argument("--readers", type=int, nargs="+", default=[1, 2], help="concurrent readers (threads, then processes)")
+    parser.add_argument(
+        "--readers", type=int, nargs="+", default=[1, 2], help="concurrent readers (threads, then processes)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (%(default)s)")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "data.json")
     args = parser.parse_args(argv)
@@ -230,8 +239,10 @@ def main(argv: list[str] | None = None) -> dict:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.samples} MNIST images ({results['dataset_mb']:.1f} MB raw, {results['stored_mb']:.1f} MB stored), "
-          f"chunks of {args.chunk_size}, {os.cpu_count()} CPUs")
+    print(
+        f"{args.samples} MNIST images ({results['dataset_mb']:.1f} MB raw, {results['stored_mb']:.1f} MB stored), "
+        f"chunks of {args.chunk_size}, {os.cpu_count()} CPUs"
+    )
     print(table(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=str))

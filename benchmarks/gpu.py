@@ -24,10 +24,10 @@ import argparse
 import cupy
 import numpy as np
 import torch
+from common import TorchRunner, alternate, print_table, training_batches, training_flops_per_image, write_report
 
 import bptdask
 from bptdask.backend import generic_kernels
-from common import TorchRunner, alternate, print_table, training_batches, training_flops_per_image, write_report
 
 NETWORKS = {"lenet5": lambda: bptdask.models.lenet5(), "vgg_small": lambda: bptdask.models.vgg_small()}
 
@@ -121,7 +121,9 @@ def measure(network: str, batch_size: int, steps: int, rounds: int, gemm: float)
     rates = alternate(fed, host, rounds)
     flops = training_flops_per_image(model)
     return {
-        "network": network, "batch_size": batch_size, "gemm_gflops": gemm,
+        "network": network,
+        "batch_size": batch_size,
+        "gemm_gflops": gemm,
         **{f"{name}_images_per_s": rate for name, rate in rates.items()},
         "ratio_ours_over_torch": rates["ours"] / rates["torch"],
         "ratio_ours_over_torch_tf32": rates["ours"] / rates["torch_tf32"],
@@ -144,14 +146,22 @@ def main(argv=None) -> list[dict]:
     rows = [measure(net, batch, args.steps, args.rounds, gemm) for net in args.networks for batch in args.batch_size]
     for row in rows:
         row["device"] = device
-    print_table(rows, [
-        ("network", "network", "s"), ("batch_size", "batch", "d"),
-        ("ours_images_per_s", "ours img/s", ".0f"), ("ours_generic_images_per_s", "generic img/s", ".0f"),
-        ("torch_images_per_s", "torch img/s", ".0f"), ("torch_tf32_images_per_s", "torch tf32", ".0f"),
-        ("ratio_ours_over_torch", "vs torch", ".2f"), ("ratio_ours_over_torch_tf32", "vs tf32", ".2f"),
-        ("speedup_cuda_kernels", "kern gain", ".2f"), ("ours_gemm_fraction", "ours GEMM frac", ".3f"),
-        ("torch_gemm_fraction", "torch GEMM frac", ".3f"),
-    ])
+    print_table(
+        rows,
+        [
+            ("network", "network", "s"),
+            ("batch_size", "batch", "d"),
+            ("ours_images_per_s", "ours img/s", ".0f"),
+            ("ours_generic_images_per_s", "generic img/s", ".0f"),
+            ("torch_images_per_s", "torch img/s", ".0f"),
+            ("torch_tf32_images_per_s", "torch tf32", ".0f"),
+            ("ratio_ours_over_torch", "vs torch", ".2f"),
+            ("ratio_ours_over_torch_tf32", "vs tf32", ".2f"),
+            ("speedup_cuda_kernels", "kern gain", ".2f"),
+            ("ours_gemm_fraction", "ours GEMM frac", ".3f"),
+            ("torch_gemm_fraction", "torch GEMM frac", ".3f"),
+        ],
+    )
     print(f"wrote {write_report('gpu', rows)}")
     return rows
 

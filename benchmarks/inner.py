@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import BptdaskRunner, DaskGraphRunner, TorchRunner, alternate, print_table, training_batches, write_report
 
 import bptdask
-from common import BptdaskRunner, DaskGraphRunner, TorchRunner, alternate, print_table, training_batches, write_report
 
 NETWORKS = {"lenet5": lambda: bptdask.models.lenet5(), "vgg_small": lambda: bptdask.models.vgg_small()}
 
@@ -32,10 +32,13 @@ def measure(network: str, batch_size: int, threads: int, steps: int, rounds: int
             "dask_n": DaskGraphRunner(model, params, optimizer, n_threads=threads),
             "torch_n": TorchRunner(model, params, optimizer),
         },
-        batches, rounds,
+        batches,
+        rounds,
     )
     return {
-        "network": network, "batch_size": batch_size, "threads": threads,
+        "network": network,
+        "batch_size": batch_size,
+        "threads": threads,
         **{f"{name}_images_per_s": rate for name, rate in rates.items()},
         "speedup_1_to_n": rates["ours_n"] / rates["ours_1"],
         "ratio_ours_over_dask": rates["ours_n"] / rates["dask_n"],
@@ -53,14 +56,24 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     rows = [
         measure(net, batch, threads, args.steps, args.rounds)
-        for net in args.networks for batch in args.batch_size for threads in args.threads
+        for net in args.networks
+        for batch in args.batch_size
+        for threads in args.threads
     ]
-    print_table(rows, [
-        ("network", "network", "s"), ("batch_size", "batch", "d"), ("threads", "N", "d"),
-        ("ours_1_images_per_s", "1 thread", ".0f"), ("ours_n_images_per_s", "N ours", ".0f"),
-        ("dask_n_images_per_s", "N dask", ".0f"), ("torch_n_images_per_s", "N torch", ".0f"),
-        ("speedup_1_to_n", "speedup", ".2f"), ("ratio_ours_over_torch", "vs torch", ".2f"),
-    ])
+    print_table(
+        rows,
+        [
+            ("network", "network", "s"),
+            ("batch_size", "batch", "d"),
+            ("threads", "N", "d"),
+            ("ours_1_images_per_s", "1 thread", ".0f"),
+            ("ours_n_images_per_s", "N ours", ".0f"),
+            ("dask_n_images_per_s", "N dask", ".0f"),
+            ("torch_n_images_per_s", "N torch", ".0f"),
+            ("speedup_1_to_n", "speedup", ".2f"),
+            ("ratio_ours_over_torch", "vs torch", ".2f"),
+        ],
+    )
     print(f"wrote {write_report('inner', rows)}")
     return rows
 

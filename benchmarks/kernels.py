@@ -15,10 +15,19 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import (
+    BptdaskRunner,
+    TorchRunner,
+    alternate,
+    gemm_gflops,
+    print_table,
+    training_batches,
+    training_flops_per_image,
+    write_report,
+)
 from threadpoolctl import threadpool_limits
 
 import bptdask
-from common import BptdaskRunner, TorchRunner, alternate, gemm_gflops, print_table, training_batches, training_flops_per_image, write_report
 
 
 def measure(threads: int, batch_size: int, steps: int, rounds: int) -> dict:
@@ -31,12 +40,17 @@ def measure(threads: int, batch_size: int, steps: int, rounds: int) -> dict:
         gemm = gemm_gflops()
         rates = alternate(
             {"bptdask": BptdaskRunner(model, params, optimizer), "torch": TorchRunner(model, params, optimizer)},
-            batches, rounds,
+            batches,
+            rounds,
         )
     flops = training_flops_per_image(model)
     return {
-        "threads": threads, "batch_size": batch_size, "gemm_gflops": gemm, "train_mflop_per_image": flops / 1e6,
-        "bptdask_images_per_s": rates["bptdask"], "torch_images_per_s": rates["torch"],
+        "threads": threads,
+        "batch_size": batch_size,
+        "gemm_gflops": gemm,
+        "train_mflop_per_image": flops / 1e6,
+        "bptdask_images_per_s": rates["bptdask"],
+        "torch_images_per_s": rates["torch"],
         "ratio_bptdask_over_torch": rates["bptdask"] / rates["torch"],
         "bptdask_gemm_fraction": rates["bptdask"] * flops / 1e9 / gemm,
         "torch_gemm_fraction": rates["torch"] * flops / 1e9 / gemm,
@@ -51,12 +65,19 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds per framework")
     args = parser.parse_args(argv)
     rows = [measure(t, b, args.steps, args.rounds) for b in args.batch_size for t in args.threads]
-    print_table(rows, [
-        ("threads", "threads", "d"), ("batch_size", "batch", "d"), ("gemm_gflops", "GEMM GF/s", ".1f"),
-        ("bptdask_images_per_s", "bptdask img/s", ".0f"), ("torch_images_per_s", "torch img/s", ".0f"),
-        ("ratio_bptdask_over_torch", "ratio", ".2f"), ("bptdask_gemm_fraction", "bptdask GEMM frac", ".3f"),
-        ("torch_gemm_fraction", "torch GEMM frac", ".3f"),
-    ])
+    print_table(
+        rows,
+        [
+            ("threads", "threads", "d"),
+            ("batch_size", "batch", "d"),
+            ("gemm_gflops", "GEMM GF/s", ".1f"),
+            ("bptdask_images_per_s", "bptdask img/s", ".0f"),
+            ("torch_images_per_s", "torch img/s", ".0f"),
+            ("ratio_bptdask_over_torch", "ratio", ".2f"),
+            ("bptdask_gemm_fraction", "bptdask GEMM frac", ".3f"),
+            ("torch_gemm_fraction", "torch GEMM frac", ".3f"),
+        ],
+    )
     print(f"wrote {write_report('kernels', rows)}")
     return rows
 

@@ -25,6 +25,7 @@ import statistics
 import time
 
 import numpy as np
+from common import print_table, write_report
 from distributed import Client, LocalCluster, get_worker
 
 import bptdask
@@ -33,7 +34,6 @@ from bptdask.cluster import fit_on_cluster, simulate_slowdown, worker_addresses
 from bptdask.outer.config import RunConfig
 from bptdask.outer.protocol import PartKey
 from bptdask.outer.weights import WeightServer
-from common import print_table, write_report
 
 SLOWDOWNS = (1.0, 2.0, 4.0)
 
@@ -65,21 +65,27 @@ def makespan_rows(client, dataset, epochs: int, repeats: int, chunks_per_round: 
             config = RunConfig(epochs=epochs, device="cpu", balance=balance, chunks_per_round=chunks_per_round)
             _, report = fit_on_cluster(client, dataset, model, model.init_params(0), config)
             powers = [w.power for w in report.workers.values()]
-            runs[balance].append({
-                "epoch_seconds": statistics.median(np.diff(report.epoch_ends)),
-                "ideal_seconds": n_epoch / sum(powers),
-                "samples": {w: v.samples for w, v in report.workers.items()},
-            })
+            runs[balance].append(
+                {
+                    "epoch_seconds": statistics.median(np.diff(report.epoch_ends)),
+                    "ideal_seconds": n_epoch / sum(powers),
+                    "samples": {w: v.samples for w, v in report.workers.items()},
+                }
+            )
     rows = []
     for balance, results in runs.items():
         epoch = statistics.median(r["epoch_seconds"] for r in results)
         ideal = statistics.median(r["ideal_seconds"] for r in results)
         shares = [sum(r["samples"][w] for r in results) for w in sorted(results[0]["samples"])]
-        rows.append({
-            "allocation": "IDPA" if balance == "power" else "even split",
-            "epoch_seconds": epoch, "ideal_seconds": ideal, "over_ideal": epoch / ideal,
-            "shares": "/".join(f"{s / sum(shares):.2f}" for s in shares),
-        })
+        rows.append(
+            {
+                "allocation": "IDPA" if balance == "power" else "even split",
+                "epoch_seconds": epoch,
+                "ideal_seconds": ideal,
+                "over_ideal": epoch / ideal,
+                "shares": "/".join(f"{s / sum(shares):.2f}" for s in shares),
+            }
+        )
     return rows
 
 
@@ -88,19 +94,23 @@ def accuracy_rows(client, dataset, test, epochs: int, chunks_per_round: int | No
     evaluate = scorer(model, dataset, test)
     rows = []
     for update in ("agwu", "sgwu"):
-        config = RunConfig(
-            epochs=epochs, batch_size=32, device="cpu", update=update, chunks_per_round=chunks_per_round
-        )
+        config = RunConfig(epochs=epochs, batch_size=32, device="cpu", update=update, chunks_per_round=chunks_per_round)
         started = time.perf_counter()
         params, report = fit_on_cluster(client, dataset, model, model.init_params(0), config, evaluate=evaluate)
         wall = time.perf_counter() - started
         busy = sum(loop.busy_seconds for loop in report.worker_loops.values())
-        rows.append({
-            "mode": update.upper(), "epochs": report.epochs_done, "wall_seconds": wall,
-            "idle_fraction": 1.0 - busy / (len(report.worker_loops) * report.seconds),
-            "seconds_to_96": seconds_to(report, 0.96), "seconds_to_97": seconds_to(report, 0.97),
-            "final_accuracy": evaluate(params), "merges": report.version,
-        })
+        rows.append(
+            {
+                "mode": update.upper(),
+                "epochs": report.epochs_done,
+                "wall_seconds": wall,
+                "idle_fraction": 1.0 - busy / (len(report.worker_loops) * report.seconds),
+                "seconds_to_96": seconds_to(report, 0.96),
+                "seconds_to_97": seconds_to(report, 0.97),
+                "final_accuracy": evaluate(params),
+                "merges": report.version,
+            }
+        )
     return rows
 
 
@@ -128,8 +138,12 @@ def merge_rate_rows(worker_counts: list[int], pushes: int, processes: bool) -> l
     rows = []
     for n in worker_counts:
         where = {"host": "127.0.0.1"} if processes else {}  # threads talk over inproc://, no host
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
-                          **where) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None, **where
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             addresses = worker_addresses(client)
             server = client.submit(WeightServer, params, RunConfig(), actor=True, workers=[addresses[0]]).result()
             started = time.perf_counter()
@@ -140,11 +154,15 @@ def merge_rate_rows(worker_counts: list[int], pushes: int, processes: bool) -> l
             client.gather(futures)
             wall = time.perf_counter() - started
             merged = server.version
-            rows.append({
-                "transport": "tcp, processes" if processes else "inproc, threads", "workers": n,
-                "merges": merged, "merges_per_second": merged / wall,
-                "update_mb": sum(v.nbytes for v in params.values()) / 1e6,
-            })
+            rows.append(
+                {
+                    "transport": "tcp, processes" if processes else "inproc, threads",
+                    "workers": n,
+                    "merges": merged,
+                    "merges_per_second": merged / wall,
+                    "update_mb": sum(v.nbytes for v in params.values()) / 1e6,
+                }
+            )
     return rows
 
 
@@ -156,15 +174,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--pushes", type=int, default=50, help="pushes per worker in the merge-rate part")
     parser.add_argument("--tcp", action="store_true", help="also measure merges/s with worker processes over TCP")
-    parser.add_argument("--chunks-per-round", type=int, default=None, help="IDPA round size (default: bptdask's, 4 per worker)")
+    parser.add_argument(
+        "--chunks-per-round", type=int, default=None, help="IDPA round size (default: bptdask's, 4 per worker)"
+    )
     parser.add_argument("--scratch", default="/tmp", help="folder for the Zarr dataset")
     args = parser.parse_args(argv)
 
     dataset, test = mnist(args.scratch)
-    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         addresses = worker_addresses(client)
-        simulate_slowdown(client, dict(zip(addresses, SLOWDOWNS)))
+        simulate_slowdown(client, dict(zip(addresses, SLOWDOWNS, strict=True)))
         makespan = makespan_rows(client, dataset, args.epochs, args.repeats, args.chunks_per_round)
         accuracy = accuracy_rows(client, dataset, test, args.accuracy_epochs, args.chunks_per_round)
     merges = merge_rate_rows(args.workers, args.pushes, processes=False)
@@ -172,17 +196,40 @@ def main(argv=None) -> dict:
         merges += merge_rate_rows([n for n in args.workers if n <= 4], args.pushes, processes=True)
 
     print("Epoch makespan, 3 workers at simulated speeds 4:2:1 (AGWU):")
-    print_table(makespan, [("allocation", "allocation", "s"), ("epoch_seconds", "epoch s", ".2f"),
-                           ("ideal_seconds", "ideal s", ".2f"), ("over_ideal", "vs ideal", ".3f"),
-                           ("shares", "shares fast/mid/slow", "s")])
+    print_table(
+        makespan,
+        [
+            ("allocation", "allocation", "s"),
+            ("epoch_seconds", "epoch s", ".2f"),
+            ("ideal_seconds", "ideal s", ".2f"),
+            ("over_ideal", "vs ideal", ".3f"),
+            ("shares", "shares fast/mid/slow", "s"),
+        ],
+    )
     print("\nAGWU vs SGWU on the same workers, batch 32 per worker:")
-    print_table(accuracy, [("mode", "mode", "s"), ("epochs", "epochs", "d"), ("wall_seconds", "wall s", ".1f"),
-                           ("idle_fraction", "idle", ".3f"), ("seconds_to_96", "s to 96%", ".1f"),
-                           ("seconds_to_97", "s to 97%", ".1f"), ("final_accuracy", "final acc", ".3f"),
-                           ("merges", "merges", "d")])
+    print_table(
+        accuracy,
+        [
+            ("mode", "mode", "s"),
+            ("epochs", "epochs", "d"),
+            ("wall_seconds", "wall s", ".1f"),
+            ("idle_fraction", "idle", ".3f"),
+            ("seconds_to_96", "s to 96%", ".1f"),
+            ("seconds_to_97", "s to 97%", ".1f"),
+            ("final_accuracy", "final acc", ".3f"),
+            ("merges", "merges", "d"),
+        ],
+    )
     print("\nWeight-actor merges per second, LeNet-5 updates:")
-    print_table(merges, [("transport", "transport", "s"), ("workers", "workers", "d"),
-                         ("merges_per_second", "merges/s", ".0f"), ("update_mb", "MB/update", ".2f")])
+    print_table(
+        merges,
+        [
+            ("transport", "transport", "s"),
+            ("workers", "workers", "d"),
+            ("merges_per_second", "merges/s", ".0f"),
+            ("update_mb", "MB/update", ".2f"),
+        ],
+    )
     results = {"makespan": makespan, "accuracy": accuracy, "merge_rate": merges}
     print(f"wrote {write_report('outer', [results])}")
     return results

@@ -15,13 +15,13 @@ import statistics
 import time
 
 import numpy as np
+from common import print_table, training_batches, write_report
 
 import bptdask
 from bptdask import kernels
 from bptdask.backend import get_namespace, to_device
 from bptdask.kernels.gemm import matmul
 from bptdask.layers import Conv2D
-from common import print_table, training_batches, write_report
 
 NETWORKS = {"lenet5": lambda: bptdask.models.lenet5(), "vgg_small": lambda: bptdask.models.vgg_small()}
 
@@ -82,9 +82,13 @@ def profile(network: str, batch_size: int, device: str, repeats: int) -> list[di
     rows = []
     for i, layer in enumerate(model.layers):
         local = model.layer_params(params, i)
-        forward = median_seconds(lambda: layer.forward(local, activations[i], train=True, rng=rng), xp, repeats)
+        forward = median_seconds(
+            lambda layer=layer, local=local, i=i: layer.forward(local, activations[i], train=True, rng=rng), xp, repeats
+        )
         backward = median_seconds(
-            lambda: layer.backward(local, caches[i], grads_out[i], need_input_grad=i > 0), xp, repeats
+            lambda layer=layer, local=local, i=i: layer.backward(local, caches[i], grads_out[i], need_input_grad=i > 0),
+            xp,
+            repeats,
         )
         rows.append({"piece": f"{i} {type(layer).__name__} forward", "ms": forward * 1e3})
         rows.append({"piece": f"{i} {type(layer).__name__} backward", "ms": backward * 1e3})
@@ -93,11 +97,16 @@ def profile(network: str, batch_size: int, device: str, repeats: int) -> list[di
                 rows.append({"piece": f"  {i} conv {name}", "ms": median_seconds(fn, xp, repeats) * 1e3})
     optimizer = bptdask.SGD(lr=0.01, momentum=0.9, weight_decay=5e-4)
     state = optimizer.init_state(params)
-    rows.append({"piece": "SGD update (all weights)",
-                 "ms": median_seconds(lambda: optimizer.update(params, params, state), xp, repeats) * 1e3})
+    rows.append(
+        {
+            "piece": "SGD update (all weights)",
+            "ms": median_seconds(lambda: optimizer.update(params, params, state), xp, repeats) * 1e3,
+        }
+    )
     step = median_seconds(
         lambda: bptdask.train_step(model, params, state, x, y, optimizer=optimizer, rng=rng, validate=False),
-        xp, repeats,
+        xp,
+        repeats,
     )
     rows.append({"piece": "whole train_step", "ms": step * 1e3})
     for row in rows:

@@ -18,9 +18,9 @@ import threading
 import time
 
 import numpy as np
+from common import print_table, training_batches, write_report
 
 import bptdask
-from common import print_table, training_batches, write_report
 
 OPTIMIZER = bptdask.SGD(lr=0.01, momentum=0.9, weight_decay=5e-4)
 
@@ -56,9 +56,7 @@ def _process_runner(batch_size, seconds, start, results):
 
 def two_threads(batch_size: int, seconds: float) -> float:
     start, rates = threading.Barrier(2), []
-    threads = [
-        threading.Thread(target=lambda: rates.append(train_for(batch_size, seconds, start))) for _ in range(2)
-    ]
+    threads = [threading.Thread(target=lambda: rates.append(train_for(batch_size, seconds, start))) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -69,9 +67,7 @@ def two_threads(batch_size: int, seconds: float) -> float:
 def two_processes(batch_size: int, seconds: float) -> float:
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(2), context.Queue()
-    processes = [
-        context.Process(target=_process_runner, args=(batch_size, seconds, start, results)) for _ in range(2)
-    ]
+    processes = [context.Process(target=_process_runner, args=(batch_size, seconds, start, results)) for _ in range(2)]
     for process in processes:
         process.start()
     rates = [results.get() for _ in processes]
@@ -102,11 +98,17 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     rows = [measure(batch, args.seconds, args.rounds) for batch in args.batch_size]
-    print_table(rows, [
-        ("batch_size", "batch", "d"), ("one_thread_images_per_s", "1 thread", ".0f"),
-        ("two_threads_images_per_s", "2 threads", ".0f"), ("two_processes_images_per_s", "2 processes", ".0f"),
-        ("threads_over_one", "threads/1", ".2f"), ("processes_over_one", "processes/1", ".2f"),
-    ])
+    print_table(
+        rows,
+        [
+            ("batch_size", "batch", "d"),
+            ("one_thread_images_per_s", "1 thread", ".0f"),
+            ("two_threads_images_per_s", "2 threads", ".0f"),
+            ("two_processes_images_per_s", "2 processes", ".0f"),
+            ("threads_over_one", "threads/1", ".2f"),
+            ("processes_over_one", "processes/1", ".2f"),
+        ],
+    )
     print(f"wrote {write_report('thread_ceiling', rows)}")
     return rows
 

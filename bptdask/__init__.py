@@ -31,7 +31,18 @@ _EXPORTS = {
     "fit_on_cluster": "bptdask.cluster",
 }
 _SUBMODULES = {
-    "backend", "cluster", "data", "datasets", "errors", "inner", "kernels", "layers", "models", "optim", "outer", "report",
+    "backend",
+    "cluster",
+    "data",
+    "datasets",
+    "errors",
+    "inner",
+    "kernels",
+    "layers",
+    "models",
+    "optim",
+    "outer",
+    "report",
 }
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])

@@ -33,8 +33,7 @@ def array_namespace(*arrays: Array) -> ModuleType:
         return importlib.import_module("cupy")
     if kinds == {True, False}:
         raise ConfigurationError(
-            "got a mix of NumPy and CuPy arrays; move them to one device first "
-            "(bptdask.backend.to_device)"
+            "got a mix of NumPy and CuPy arrays; move them to one device first (bptdask.backend.to_device)"
         )
     return np
 
@@ -63,8 +62,7 @@ def get_namespace(device: str) -> ModuleType:
             return importlib.import_module("cupy")
         except ImportError as exc:
             raise ConfigurationError(
-                "device='gpu' needs CuPy; install it with `pip install bptdask[gpu]` "
-                "or use device='cpu'"
+                "device='gpu' needs CuPy; install it with `pip install bptdask[gpu]` or use device='cpu'"
             ) from exc
     raise ConfigurationError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
 

@@ -145,8 +145,11 @@ def _kernel(name: str, wide: bool = False):
         "max_pool_forward": (f"raw T x, {pool}", "T y, I argmax", _MAX_POOL_FORWARD),
         "max_pool_backward": (f"raw T dy, raw I argmax, {pool}", "T dx", _MAX_POOL_BACKWARD),
         "relu": ("T x", "T y, bool mask", _RELU),
-        "sgd": ("T param, T grad, T velocity, T lr, T momentum, T weight_decay, bool nesterov",
-                "T new_param, T new_velocity", _SGD),
+        "sgd": (
+            "T param, T grad, T velocity, T lr, T momentum, T weight_decay, bool nesterov",
+            "T new_param, T new_velocity",
+            _SGD,
+        ),
     }
     params, outputs, body = specs[name]
     preamble = f"typedef {'long long' if wide else 'int'} idx_t;\n#define GROUP {BATCH_GROUP}\n"
@@ -226,6 +229,4 @@ def relu_forward(x):
 def sgd_momentum_update(param, grad, velocity, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     """:func:`bptdask.kernels.sgd_momentum_update` in one launch; returns ``(param, velocity)``."""
     scalar = param.dtype.type
-    return _kernel("sgd")(
-        param, grad, velocity, scalar(lr), scalar(momentum), scalar(weight_decay), bool(nesterov)
-    )
+    return _kernel("sgd")(param, grad, velocity, scalar(lr), scalar(momentum), scalar(weight_decay), bool(nesterov))

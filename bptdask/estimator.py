@@ -27,10 +27,10 @@ from bptdask.models import build
 from bptdask.optim import SGD
 from bptdask.outer.config import RunConfig
 from bptdask.params import ParamsMixin
-from bptdask.report import Evaluation
-from bptdask.validation import check_integer, check_number
 from bptdask.preprocess import channel_stats, check_images, check_targets, normalize
+from bptdask.report import Evaluation
 from bptdask.serialize import load_model, save_model
+from bptdask.validation import check_integer, check_number
 
 
 def _is_dask_array(X) -> bool:
@@ -165,11 +165,22 @@ class BPTClassifier(ParamsMixin):
         if self.target_accuracy is not None:
             check_number("target_accuracy", self.target_accuracy, above=0, at_most=1)
         return RunConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-            weight_decay=self.weight_decay, nesterov=self.nesterov, lr_schedule=self.lr_schedule, dtype=self.dtype,
-            seed=seed, device=self.device, update=self.update, merge_weight=self.merge_weight,
-            staleness_decay=self.staleness_decay, max_staleness=self.max_staleness,
-            checkpoint_every=self.checkpoint_every, worker_timeout=self.worker_timeout,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            nesterov=self.nesterov,
+            lr_schedule=self.lr_schedule,
+            dtype=self.dtype,
+            seed=seed,
+            device=self.device,
+            update=self.update,
+            merge_weight=self.merge_weight,
+            staleness_decay=self.staleness_decay,
+            max_staleness=self.max_staleness,
+            checkpoint_every=self.checkpoint_every,
+            worker_timeout=self.worker_timeout,
         )
 
     def _optimizer(self) -> SGD:
@@ -256,8 +267,13 @@ class BPTClassifier(ParamsMixin):
     def _fit_cluster(self, client, dataset: Dataset, validation_data, checkpoint) -> None:
         started = time.perf_counter()
         params, self.report_ = fit_on_cluster(
-            client, dataset, self.model_, {k: to_numpy(v) for k, v in self.params_.items()}, self._run_config(seed=self._seed),
-            evaluate=self._validation_scorer(validation_data), target_accuracy=self.target_accuracy,
+            client,
+            dataset,
+            self.model_,
+            {k: to_numpy(v) for k, v in self.params_.items()},
+            self._run_config(seed=self._seed),
+            evaluate=self._validation_scorer(validation_data),
+            target_accuracy=self.target_accuracy,
             checkpoint=checkpoint,
             on_epoch=(lambda evaluation: self._print(_cluster_record(evaluation))) if self.verbose else None,
         )
@@ -278,12 +294,28 @@ class BPTClassifier(ParamsMixin):
         started = time.perf_counter()
         epoch = len(self.history_) + 1
         self.params_, self._state, loss = local.train_epoch(
-            self.model_, self.params_, self._state, X, y_encoded,
-            optimizer=optimizer, batch_size=int(self.batch_size), prepare=self._prepare,
-            xp=self._xp(), rng=self._rng, n_threads=self._threads(), progress=self.verbose, description=f"epoch {epoch}",
+            self.model_,
+            self.params_,
+            self._state,
+            X,
+            y_encoded,
+            optimizer=optimizer,
+            batch_size=int(self.batch_size),
+            prepare=self._prepare,
+            xp=self._xp(),
+            rng=self._rng,
+            n_threads=self._threads(),
+            progress=self.verbose,
+            description=f"epoch {epoch}",
         )
         seconds = time.perf_counter() - started
-        record = {"epoch": epoch, "lr": optimizer.lr, "loss": loss, "seconds": seconds, "images_per_second": len(X) / seconds}
+        record = {
+            "epoch": epoch,
+            "lr": optimizer.lr,
+            "loss": loss,
+            "seconds": seconds,
+            "images_per_second": len(X) / seconds,
+        }
         if validation_data is not None:
             record["val_accuracy"] = self.score(*validation_data)
         self.history_.append(record)
@@ -346,8 +378,13 @@ class BPTClassifier(ParamsMixin):
             )
         with tempfile.TemporaryDirectory(prefix="bptdask-fit-") as scratch:
             dataset = ingest(
-                X, y_encoded, Path(scratch) / "train.zarr", classes=[str(c) for c in self.classes_],
-                chunk_size=int(self.chunk_size), test_size=0, seed=self._seed,
+                X,
+                y_encoded,
+                Path(scratch) / "train.zarr",
+                classes=[str(c) for c in self.classes_],
+                chunk_size=int(self.chunk_size),
+                test_size=0,
+                seed=self._seed,
             )
             self._fit_cluster(client, dataset, validation_data, checkpoint)
         return self
@@ -384,8 +421,10 @@ class BPTClassifier(ParamsMixin):
             raise DataError(f"X must be a 4-D dask array (N, C, H, W), got shape {X.shape}")
         X = X.rechunk({1: -1, 2: -1, 3: -1})
         return X.map_blocks(
-            partial(_predict_block, self), drop_axis=[2, 3],
-            chunks=(X.chunks[0], (len(self.classes_),)), dtype=np.float64,
+            partial(_predict_block, self),
+            drop_axis=[2, 3],
+            chunks=(X.chunks[0], (len(self.classes_),)),
+            dtype=np.float64,
         )
 
     def predict(self, X):

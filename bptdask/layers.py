@@ -93,9 +93,7 @@ class Layer:
         name = config.pop("type", None)
         cls = Layer.registry.get(name)
         if cls is None:
-            raise ConfigurationError(
-                f"unknown layer type {name!r}; known types: {sorted(Layer.registry)}"
-            )
+            raise ConfigurationError(f"unknown layer type {name!r}; known types: {sorted(Layer.registry)}")
         try:
             return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
         except TypeError as exc:
@@ -130,7 +128,7 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shape):
         _require_image(self, input_shape)
-        c, h, w = input_shape
+        _c, h, w = input_shape
         kh, kw = self.kernel_size
         if h + 2 * self.padding < kh or w + 2 * self.padding < kw:
             need = max(kh - h, kw - w)
@@ -270,8 +268,7 @@ class Dense(Layer):
     def output_shape(self, input_shape):
         if len(input_shape) != 1:
             raise ShapeError(
-                f"Dense needs a flat input (features,), got per-sample shape {input_shape}; "
-                "insert Flatten() before it"
+                f"Dense needs a flat input (features,), got per-sample shape {input_shape}; insert Flatten() before it"
             )
         return (self.out_features,)
 

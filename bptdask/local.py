@@ -57,8 +57,13 @@ def train_epoch(
     batches = [np.sort(order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
     device_rng = xp.random.default_rng(int(rng.integers(2**63)))
     total_loss = 0.0
-    for xb, yb in tqdm(_prepared_batches(X, y, batches, prepare, xp), total=len(batches), desc=description,
-                       disable=not progress, leave=False):
+    for xb, yb in tqdm(
+        _prepared_batches(X, y, batches, prepare, xp),
+        total=len(batches),
+        desc=description,
+        disable=not progress,
+        leave=False,
+    ):
         model.check_input(xb)
         result = train_step(
             model, params, state, xb, yb, optimizer=optimizer, rng=device_rng, n_threads=n_threads, validate=False

@@ -119,7 +119,7 @@ class Sequential:
     def layer_params(self, params: Params, index: int) -> Params:
         """Layer ``index``'s parameters under their local names (``"weight"``, ``"bias"``)."""
         prefix = f"{index}."
-        return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+        return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
 
     # ----------------------------------------------------------------- passes
     def check_input(self, x: Array) -> None:
@@ -127,11 +127,12 @@ class Sequential:
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             hint = "; add a channel axis with x[:, None]" if x.ndim == 3 else ""
             raise ShapeError(
-                f"expected input of shape (N, {', '.join(map(str, self.input_shape))}), "
-                f"got {tuple(x.shape)}{hint}"
+                f"expected input of shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}{hint}"
             )
         if x.dtype.kind != "f":
-            raise DataError(f"model input must be floating point, got dtype {x.dtype}; convert with x.astype('float32')")
+            raise DataError(
+                f"model input must be floating point, got dtype {x.dtype}; convert with x.astype('float32')"
+            )
 
     def forward_train(self, params: Params, x: Array, *, train: bool = True, rng=None) -> tuple[Array, list[Any]]:
         """Forward pass that keeps what :meth:`backward` needs.

@@ -24,9 +24,17 @@ def lenet5(
     head = [Dropout(dropout)] if dropout else []
     return Sequential(
         [
-            Conv2D(20, 5, padding=padding), ReLU(), MaxPool2D(2),
-            Conv2D(50, 5, padding=padding), ReLU(), MaxPool2D(2),
-            Flatten(), Dense(500), ReLU(), *head, Dense(num_classes),
+            Conv2D(20, 5, padding=padding),
+            ReLU(),
+            MaxPool2D(2),
+            Conv2D(50, 5, padding=padding),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(500),
+            ReLU(),
+            *head,
+            Dense(num_classes),
         ],
         input_shape=input_shape,
     )
@@ -42,9 +50,21 @@ def vgg_small(*, num_classes: int = 10, input_shape: Shape = (3, 32, 32), width:
     """
     return Sequential(
         [
-            Conv2D(width, 3, padding=1), ReLU(), Conv2D(width, 3, padding=1), ReLU(), MaxPool2D(2),
-            Conv2D(2 * width, 3, padding=1), ReLU(), Conv2D(2 * width, 3, padding=1), ReLU(), MaxPool2D(2),
-            Flatten(), Dense(256), ReLU(), Dropout(0.5), Dense(num_classes),
+            Conv2D(width, 3, padding=1),
+            ReLU(),
+            Conv2D(width, 3, padding=1),
+            ReLU(),
+            MaxPool2D(2),
+            Conv2D(2 * width, 3, padding=1),
+            ReLU(),
+            Conv2D(2 * width, 3, padding=1),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(256),
+            ReLU(),
+            Dropout(0.5),
+            Dense(num_classes),
         ],
         input_shape=input_shape,
     )

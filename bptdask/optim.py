@@ -41,8 +41,13 @@ class SGD:
         new_params, new_state = {}, {}
         for name, value in params.items():
             new_params[name], new_state[name] = sgd_momentum_update(
-                value, grads[name], state[name],
-                lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov,
+                value,
+                grads[name],
+                state[name],
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                nesterov=self.nesterov,
             )
         return new_params, new_state
 

@@ -305,16 +305,18 @@ def worker_rows(report: RunReport) -> list[dict[str, Any]]:
     for worker, totals in sorted(report.workers.items()):
         loop = report.worker_loops.get(worker)
         device = loop.device if loop is not None else ("lost" if worker in report.lost_workers else "?")
-        rows.append({
-            "worker": worker,
-            "device": device,
-            "parts": totals.parts,
-            "samples": totals.samples,
-            "busy_seconds": totals.busy_seconds,
-            "power": totals.power or 0.0,
-            "mean_staleness": statistics.fmean(totals.staleness) if totals.staleness else 0.0,
-            "rejected": totals.rejected,
-        })
+        rows.append(
+            {
+                "worker": worker,
+                "device": device,
+                "parts": totals.parts,
+                "samples": totals.samples,
+                "busy_seconds": totals.busy_seconds,
+                "power": totals.power or 0.0,
+                "mean_staleness": statistics.fmean(totals.staleness) if totals.staleness else 0.0,
+                "rejected": totals.rejected,
+            }
+        )
     return rows
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,9 @@ class SavedModel:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def save_model(path: str | os.PathLike, model: Sequential, params: Params, *, metadata: dict[str, Any] | None = None) -> Path:
+def save_model(
+    path: str | os.PathLike, model: Sequential, params: Params, *, metadata: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` and ``params`` to ``path`` (an ``.npz`` file) atomically.
 
     Parameters
@@ -106,7 +107,7 @@ def load_model(path: str | os.PathLike) -> SavedModel:
         with np.load(path, allow_pickle=False) as archive:
             header = _read_header(archive, path)
             params = {
-                name[len(PARAM_PREFIX):]: archive[name] for name in archive.files if name.startswith(PARAM_PREFIX)
+                name[len(PARAM_PREFIX) :]: archive[name] for name in archive.files if name.startswith(PARAM_PREFIX)
             }
     except FileNotFoundError:
         raise

@@ -40,8 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="local workers (default: one per core)")
     parser.add_argument("--threads-per-worker", type=int, default=1)
     parser.add_argument("--scheduler", help="join a running cluster instead of starting a local one")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="folder for the dataset, model and report (default: a temporary one)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="folder for the dataset, model and report (default: a temporary one)"
+    )
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -54,8 +55,13 @@ def main(argv: list[str] | None = None) -> dict:
         images, labels = datasets.mnist_sample(random_state=args.seed)
         n = args.train_size + args.test_size
         dataset = bptdask.ingest(
-            images[:n], labels[:n], folder / "mnist-sample.zarr", chunk_size=args.chunk_size,
-            test_size=args.test_size, seed=args.seed, overwrite=True,
+            images[:n],
+            labels[:n],
+            folder / "mnist-sample.zarr",
+            chunk_size=args.chunk_size,
+            test_size=args.test_size,
+            seed=args.seed,
+            overwrite=True,
         )
         X_test, y_test = dataset.read(0, dataset.num_chunks, subset="test")
         y_test = np.asarray(dataset.classes)[y_test]
@@ -64,8 +70,14 @@ def main(argv: list[str] | None = None) -> dict:
         with connect(args.scheduler, n_workers=args.workers, threads_per_worker=args.threads_per_worker) as client:
             print(f"training on {len(worker_addresses(client))} Dask workers ({args.update.upper()})")
             classifier = bptdask.BPTClassifier(
-                "lenet5", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, update=args.update,
-                client=client, random_state=args.seed, verbose=not args.quiet,
+                "lenet5",
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                update=args.update,
+                client=client,
+                random_state=args.seed,
+                verbose=not args.quiet,
             )
             classifier.fit(dataset, validation_data=(X_test, y_test))
         accuracy = classifier.score(X_test, y_test)
@@ -78,8 +90,11 @@ def main(argv: list[str] | None = None) -> dict:
         reloaded = bptdask.BPTClassifier.load(model_path)
         if not np.array_equal(reloaded.predict(X_test), classifier.predict(X_test)):
             raise RuntimeError(f"the model saved to {model_path} predicts differently from the trained one")
-        print(f"saved the model to {model_path} and the report to {report_path}" if args.output
-              else "the saved model round-trips")
+        print(
+            f"saved the model to {model_path} and the report to {report_path}"
+            if args.output
+            else "the saved model round-trips"
+        )
         return {
             "test_accuracy": accuracy,
             "model_path": model_path if args.output else None,

@@ -14,10 +14,15 @@ def hidden(directory):
 def test_a_file_replaces_the_old_one_only_when_complete(tmp_path):
     target = tmp_path / "report.json"
     target.write_text("old")
-    with pytest.raises(RuntimeError), replacing(target) as staged:
-        staged.write_text("half")
-        assert target.read_text() == "old"
-        raise RuntimeError("killed half-way")
+
+    def write_half_and_fail():
+        with replacing(target) as staged:
+            staged.write_text("half")
+            assert target.read_text() == "old"
+            raise RuntimeError("killed half-way")
+
+    with pytest.raises(RuntimeError, match="killed half-way"):
+        write_half_and_fail()
     assert target.read_text() == "old" and hidden(tmp_path) == []
     with replacing(target) as staged:
         staged.write_text("new")

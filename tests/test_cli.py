@@ -17,8 +17,20 @@ from bptdask.cli import main
 @pytest.mark.parametrize("workers", ["0", "2"], ids=["in-process", "local-cluster"])
 def test_train_then_evaluate(tmp_path, capsys, workers):
     model = tmp_path / "digits.npz"
-    args = ["train", "--dataset", "digits", "--padding", "2", "--epochs", "2", "--test-size", "397", "--quiet",
-            "--workers", workers]
+    args = [
+        "train",
+        "--dataset",
+        "digits",
+        "--padding",
+        "2",
+        "--epochs",
+        "2",
+        "--test-size",
+        "397",
+        "--quiet",
+        "--workers",
+        workers,
+    ]
     assert main([*args, "--output", str(model)]) == 0
     trained = capsys.readouterr().out
     assert "test accuracy: " in trained and model.exists()
@@ -30,8 +42,23 @@ def test_train_then_evaluate(tmp_path, capsys, workers):
 def test_train_on_a_zarr_dataset_writes_the_run_report(tmp_path, capsys):
     bptdask.ingest(*datasets.digits(random_state=0), tmp_path / "digits.zarr", chunk_size=50, test_size=0.2)
     report = tmp_path / "run.json"
-    args = ["train", str(tmp_path / "digits.zarr"), "--padding", "2", "--epochs", "3", "--workers", "2", "--update", "sgwu",
-            "--report", str(report), "--quiet", "--checkpoint", str(tmp_path / "ckpt")]
+    args = [
+        "train",
+        str(tmp_path / "digits.zarr"),
+        "--padding",
+        "2",
+        "--epochs",
+        "3",
+        "--workers",
+        "2",
+        "--update",
+        "sgwu",
+        "--report",
+        str(report),
+        "--quiet",
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "checkpoints written, the last of version" in out

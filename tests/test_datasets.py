@@ -51,15 +51,17 @@ def test_digits_scaled_to_uint8():
 
 def test_split_is_positional_and_disjoint(mnist):
     images, labels = mnist
-    (xtr, ytr), (xte, yte) = datasets.split(images, labels, test_size=1000, train_size=4000)
+    (_xtr, ytr), (xte, yte) = datasets.split(images, labels, test_size=1000, train_size=4000)
     assert len(ytr) == 4000 and len(yte) == 1000
     np.testing.assert_array_equal(xte, images[4000:])
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"test_size": 0}, "test_size must be between 1 and 4999"),
-     ({"test_size": 1000, "train_size": 4500}, r"train_size must be between 1 and 4000")],
+    [
+        ({"test_size": 0}, "test_size must be between 1 and 4999"),
+        ({"test_size": 1000, "train_size": 4500}, r"train_size must be between 1 and 4000"),
+    ],
 )
 def test_split_rejects_impossible_sizes(mnist, kwargs, message):
     with pytest.raises(ConfigurationError, match=message):
@@ -67,5 +69,5 @@ def test_split_rejects_impossible_sizes(mnist, kwargs, message):
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(ConfigurationError, match="unknown dataset 'cifar'.*digits"):
+    with pytest.raises(ConfigurationError, match=r"unknown dataset 'cifar'.*digits"):
         datasets.load("cifar")

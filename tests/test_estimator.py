@@ -134,7 +134,12 @@ def test_not_fitted():
         (np.zeros((4, 1, 28, 28), np.int32), np.arange(4) % 2, DataError, "uint8.*or floating point, got dtype int32"),
         (np.zeros((4, 1, 28, 28), np.uint8), np.zeros(4), DataError, "at least 2 classes"),
         (np.zeros((4, 1, 28, 28), np.uint8), np.arange(3), ShapeError, r"one label per sample \(4\)"),
-        (np.zeros((4, 1, 4, 4), np.uint8), np.arange(4) % 2, ShapeError, r"layer 0 \(Conv2D\): kernel \(5, 5\) does not fit input 4×4.*pad by ≥1"),
+        (
+            np.zeros((4, 1, 4, 4), np.uint8),
+            np.arange(4) % 2,
+            ShapeError,
+            r"layer 0 \(Conv2D\): kernel \(5, 5\) does not fit input 4×4.*pad by ≥1",
+        ),
     ],
 )
 def test_bad_training_input(X, y, error, message):
@@ -152,7 +157,7 @@ def test_channel_count_comes_from_the_data():
 def test_nan_located_in_later_sample():
     X = np.zeros((5, 1, 28, 28))
     X[3, 0, 2, 2] = np.inf
-    with pytest.raises(DataError, match="1 NaN or infinite values.*sample 3"):
+    with pytest.raises(DataError, match=r"1 NaN or infinite values.*sample 3"):
         BPTClassifier(epochs=1).fit(X, np.arange(5) % 2)
 
 
@@ -184,7 +189,7 @@ def test_bad_settings(settings, message):
 
 
 def test_errors_are_catchable_as_builtins():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
         BPTClassifier(epochs=0).fit(np.zeros((2, 1, 28, 28), np.uint8), [0, 1])
     assert issubclass(NotFittedError, (BptDaskError, AttributeError))
 

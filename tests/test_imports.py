@@ -37,8 +37,7 @@ LIGHT_MODULES = [
 @pytest.mark.parametrize("module", LIGHT_MODULES)
 def test_light_modules_load_no_heavy_dependency(module):
     code = (
-        f"import json, sys, {module}\n"
-        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
+        f"import json, sys, {module}\nprint(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [], f"import {module} loaded heavy modules"

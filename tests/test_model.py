@@ -21,9 +21,17 @@ def small_model() -> Sequential:
     """Every layer type, odd non-square sizes, strides, padding and dropout."""
     return Sequential(
         [
-            Conv2D(4, 3, stride=2, padding=1), ReLU(), AvgPool2D(2, stride=1),
-            Conv2D(5, (2, 3)), ReLU(), MaxPool2D(2),
-            Flatten(), Dense(7), ReLU(), Dropout(0.3), Dense(4),
+            Conv2D(4, 3, stride=2, padding=1),
+            ReLU(),
+            AvgPool2D(2, stride=1),
+            Conv2D(5, (2, 3)),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(7),
+            ReLU(),
+            Dropout(0.3),
+            Dense(4),
         ],
         input_shape=(2, 11, 9),
     )
@@ -37,14 +45,28 @@ def _batch(model: Sequential, n: int, seed: int, dtype="float64"):
 def test_lenet5_shapes_and_parameter_layouts():
     model = lenet5()
     assert model.shapes == (
-        (1, 28, 28), (20, 24, 24), (20, 24, 24), (20, 12, 12), (50, 8, 8), (50, 8, 8), (50, 4, 4),
-        (800,), (500,), (500,), (500,), (10,),
+        (1, 28, 28),
+        (20, 24, 24),
+        (20, 24, 24),
+        (20, 12, 12),
+        (50, 8, 8),
+        (50, 8, 8),
+        (50, 4, 4),
+        (800,),
+        (500,),
+        (500,),
+        (500,),
+        (10,),
     )
     assert model.param_shapes() == {
-        "0.weight": (20, 1, 5, 5), "0.bias": (20,),
-        "3.weight": (50, 20, 5, 5), "3.bias": (50,),
-        "7.weight": (500, 800), "7.bias": (500,),
-        "10.weight": (10, 500), "10.bias": (10,),
+        "0.weight": (20, 1, 5, 5),
+        "0.bias": (20,),
+        "3.weight": (50, 20, 5, 5),
+        "3.bias": (50,),
+        "7.weight": (500, 800),
+        "7.bias": (500,),
+        "10.weight": (10, 500),
+        "10.bias": (10,),
     }
     assert model.num_classes == 10
     assert "9.weight" in lenet5(dropout=0).param_shapes()
@@ -158,8 +180,11 @@ def test_errors_subclass_the_builtin_they_resemble():
 def test_wrong_input_rank_is_a_shape_error():
     model = lenet5()
     params = model.init_params(0)
-    with pytest.raises(ShapeError, match=r"expected input of shape \(N, 1, 28, 28\), got \(2, 28, 28\); "
-                                         r"add a channel axis with x\[:, None\]"):
+    with pytest.raises(
+        ShapeError,
+        match=r"expected input of shape \(N, 1, 28, 28\), got \(2, 28, 28\); "
+        r"add a channel axis with x\[:, None\]",
+    ):
         model.forward(params, np.zeros((2, 28, 28), "float32"))
 
 
@@ -176,8 +201,11 @@ def test_integer_images_are_a_data_error():
 
 
 def test_kernel_larger_than_padded_input_suggests_padding():
-    with pytest.raises(ShapeError, match=r"layer 0 \(Conv2D\): kernel \(5, 5\) does not fit input 4×4 with "
-                                         r"padding 0; pad by ≥1 or use a smaller kernel"):
+    with pytest.raises(
+        ShapeError,
+        match=r"layer 0 \(Conv2D\): kernel \(5, 5\) does not fit input 4×4 with "
+        r"padding 0; pad by ≥1 or use a smaller kernel",
+    ):
         Sequential([Conv2D(3, 5), Flatten(), Dense(2)], input_shape=(1, 4, 4))
     with pytest.raises(ShapeError, match=r"kernel \(7, 3\) does not fit input 3×6 .*pad by ≥2"):
         Sequential([Conv2D(3, (7, 3)), Flatten(), Dense(2)], input_shape=(1, 3, 6))

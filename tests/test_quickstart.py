@@ -21,9 +21,25 @@ def test_mnist_pipeline_reduced(tmp_path):
     # 5 epochs on 1,000 images measured 92.6-94.0% over 6 runs; 3 epochs gave 74.8-85.8%,
     # too close to the 80% floor (it failed CI once).
     result = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / "mnist.py"), "--epochs", "5", "--train-size", "1000",
-         "--test-size", "500", "--chunk-size", "64", "--quiet", "--output", str(tmp_path)],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "mnist.py"),
+            "--epochs",
+            "5",
+            "--train-size",
+            "1000",
+            "--test-size",
+            "500",
+            "--chunk-size",
+            "64",
+            "--quiet",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "Dask workers (AGWU)" in result.stdout

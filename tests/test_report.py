@@ -27,19 +27,36 @@ A, B = "tcp://127.0.0.1:4001", "tcp://127.0.0.1:4002"
 
 
 def merges(n=5):
-    return MergeLog(MergeRecord(A if i % 2 else B, i // 2, i, i % 3, 0.5**i, i, i + 1, 40, 0.1 * i, 2.0 + i) for i in range(n))
+    return MergeLog(
+        MergeRecord(A if i % 2 else B, i // 2, i, i % 3, 0.5**i, i, i + 1, 40, 0.1 * i, 2.0 + i) for i in range(n)
+    )
 
 
 def sample_report():
     return RunReport(
-        epochs_done=2, epoch_ends=[1.5, 3.0], seconds=3.25, version=5, generation=1,
+        epochs_done=2,
+        epoch_ends=[1.5, 3.0],
+        seconds=3.25,
+        version=5,
+        generation=1,
         rounds=[RoundReport(0, 0, {A: 1.0, B: 0.5}, {A: 80, B: 40}, 1.0, 0.25)],
         workers={A: WorkerTotals(3, 120, 1.5, [0, 1, 2], power=80.0), B: WorkerTotals(2, 80, 1.0, [1, 0])},
-        merges=merges(), evaluations=[Evaluation(1, 1.5, 3, 0.91)], rejected=1, invalid=0, failure=None,
-        dropped={B: "silent for over 60 s"}, checkpoints=CheckpointStatus(3, 5, []), restored_version=2,
-        seen_version=5, coordinator=A, worker_loops={A: WorkerSummary(A, parts=3, samples=120)},
-        lost_workers={B: "silent: treated as frozen"}, restarted_tasks=[A],
-        recoveries=[Recovery(1.25, B, "its worker left", 2, 1, A)], merges_lost=1, resumed_from=None,
+        merges=merges(),
+        evaluations=[Evaluation(1, 1.5, 3, 0.91)],
+        rejected=1,
+        invalid=0,
+        failure=None,
+        dropped={B: "silent for over 60 s"},
+        checkpoints=CheckpointStatus(3, 5, []),
+        restored_version=2,
+        seen_version=5,
+        coordinator=A,
+        worker_loops={A: WorkerSummary(A, parts=3, samples=120)},
+        lost_workers={B: "silent: treated as frozen"},
+        restarted_tasks=[A],
+        recoveries=[Recovery(1.25, B, "its worker left", 2, 1, A)],
+        merges_lost=1,
+        resumed_from=None,
     )
 
 
@@ -54,7 +71,7 @@ def test_the_merge_log_keeps_every_merge_as_columns():
 
 def test_a_merge_table_naming_unknown_workers_is_refused():
     table, workers = merges().to_table()
-    with pytest.raises(ValueError, match="outside 0..0"):
+    with pytest.raises(ValueError, match=r"outside 0..0"):
         MergeLog.from_table(table, workers[:1])
 
 

@@ -151,7 +151,9 @@ def test_room_imports_no_forbidden_package(room, prefixes):
 
 def test_checker_sees_a_forbidden_import(tmp_path, monkeypatch):
     module = tmp_path / "room.py"
-    module.write_text("import numpy\nfrom dask.distributed import Client\nimport zarr.storage\nfrom bptdask import cluster\n")
+    module.write_text(
+        "import numpy\nfrom dask.distributed import Client\nimport zarr.storage\nfrom bptdask import cluster\n"
+    )
     monkeypatch.setattr(f"{__name__}.PACKAGE", tmp_path)
     assert violations("room", ("distributed", "dask.distributed", "zarr")) == [
         "room.py:2 imports dask.distributed",

@@ -13,7 +13,7 @@ from bptdask.models import lenet5, vgg_small
 from bptdask.serialize import FORMAT_VERSION, HEADER_KEY, load_model, save_model
 
 
-@pytest.fixture()
+@pytest.fixture
 def saved(tmp_path):
     model = lenet5()
     params = model.init_params(3)
@@ -81,7 +81,7 @@ def _rewrite_header(path, change):
 def test_newer_format_version(saved):
     _, _, path = saved
     _rewrite_header(path, lambda h: h.update(version=FORMAT_VERSION + 1))
-    with pytest.raises(ModelFileError, match="newer bptdask.*upgrade"):
+    with pytest.raises(ModelFileError, match=r"newer bptdask.*upgrade"):
         load_model(path)
 
 
@@ -95,12 +95,12 @@ def test_architecture_that_does_not_match_parameters(saved):
 def test_unknown_layer_type_in_file(saved):
     _, _, path = saved
     _rewrite_header(path, lambda h: h["architecture"]["layers"][0].update(type="os.system"))
-    with pytest.raises(ModelFileError, match="unknown layer type 'os.system'"):
+    with pytest.raises(ModelFileError, match=r"unknown layer type 'os.system'"):
         load_model(path)
 
 
 def test_failed_save_keeps_the_previous_file(saved, monkeypatch):
-    model, params, path = saved
+    model, _params, path = saved
     before = path.read_bytes()
 
     def broken_savez(handle, **arrays):

@@ -10,7 +10,6 @@ from bptdask.data.format import DEFAULT_CHUNK_SIZE
 from bptdask.datasets import LOADERS
 from bptdask.errors import ConfigurationError
 
-
 OUT_HELP = "dataset to write: a directory or an fsspec URL"
 
 
@@ -84,8 +83,13 @@ def _ingest(args: argparse.Namespace) -> Dataset:
     }
     if args.source == "npz":
         return ingest_npz(
-            args.file, args.out, images_key=args.images_key, labels_key=args.labels_key,
-            layout=args.layout, classes=args.classes, **options,
+            args.file,
+            args.out,
+            images_key=args.images_key,
+            labels_key=args.labels_key,
+            layout=args.layout,
+            classes=args.classes,
+            **options,
         )
     if args.source == "idx":
         return ingest_idx(args.images, args.labels, args.out, classes=args.classes, **options)

@@ -17,8 +17,8 @@ import numpy as np
 from bptdask import datasets
 from bptdask.cluster import connect
 from bptdask.data import open_dataset
-from bptdask.estimator import BPTClassifier
 from bptdask.errors import ConfigurationError
+from bptdask.estimator import BPTClassifier
 from bptdask.models import ARCHITECTURES, lenet5
 from bptdask.report import format_report, save_report
 
@@ -26,28 +26,55 @@ from bptdask.report import format_report, save_report
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a CNN on a Dask cluster and report test accuracy")
     train.add_argument("data", nargs="?", help="a bptdask Zarr dataset (path or URL); default: --dataset")
-    train.add_argument("--dataset", choices=sorted(datasets.LOADERS), default="mnist-sample",
-                       help="packaged dataset used when DATA is not given")
+    train.add_argument(
+        "--dataset",
+        choices=sorted(datasets.LOADERS),
+        default="mnist-sample",
+        help="packaged dataset used when DATA is not given",
+    )
     train.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="lenet5")
     train.add_argument("--padding", type=int, default=None, help="LeNet-5 convolution padding (2 for 8×8 digits)")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--lr", type=float, default=0.05)
-    train.add_argument("--train-size", type=int, default=None, help="samples to train on (default: all but the test set)")
+    train.add_argument(
+        "--train-size", type=int, default=None, help="samples to train on (default: all but the test set)"
+    )
     train.add_argument("--test-size", type=int, default=1000, help="test images split off a packaged dataset")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--update", choices=("agwu", "sgwu"), default="agwu",
-                       help="merge each worker's update on arrival (agwu) or average each round (sgwu)")
+    train.add_argument(
+        "--update",
+        choices=("agwu", "sgwu"),
+        default="agwu",
+        help="merge each worker's update on arrival (agwu) or average each round (sgwu)",
+    )
     train.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
-    train.add_argument("--workers", type=int, default=None,
-                       help="local cluster size (default: the cores over --threads-per-worker); 0 trains in this process")
-    train.add_argument("--threads-per-worker", "--threads", dest="threads", type=int, default=None,
-                       help="threads of each worker's training step (default: 1 per local worker; in-process: all cores)")
-    train.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                       help="NumPy or CuPy; auto takes the GPU where CuPy sees one")
-    train.add_argument("--checkpoint", metavar="DIR",
-                       help="checkpoint directory shared with the workers: resume from it if it holds this run, "
-                            "and recover from a lost coordinator")
+    train.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local cluster size (default: the cores over --threads-per-worker); 0 trains in this process",
+    )
+    train.add_argument(
+        "--threads-per-worker",
+        "--threads",
+        dest="threads",
+        type=int,
+        default=None,
+        help="threads of each worker's training step (default: 1 per local worker; in-process: all cores)",
+    )
+    train.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="NumPy or CuPy; auto takes the GPU where CuPy sees one",
+    )
+    train.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="checkpoint directory shared with the workers: resume from it if it holds this run, "
+        "and recover from a lost coordinator",
+    )
     train.add_argument("--output", help="save the trained model to this .npz file")
     train.add_argument("--report", help="write the cluster run's per-round report to this JSON file")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -90,14 +117,23 @@ def run_train(args: argparse.Namespace) -> int:
     if in_process and args.checkpoint:
         raise ConfigurationError("--checkpoint needs a cluster; drop --workers 0 or --checkpoint")
     (X, y), test = _training_data(args)
-    where = nullcontext(None) if in_process else connect(
-        args.scheduler, n_workers=args.workers, threads_per_worker=args.threads or 1
+    where = (
+        nullcontext(None)
+        if in_process
+        else connect(args.scheduler, n_workers=args.workers, threads_per_worker=args.threads or 1)
     )
     with where as client:
         classifier = BPTClassifier(
-            _architecture(args), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, update=args.update,
-            client=client, device=args.device, n_threads=args.threads if in_process else None,
-            random_state=args.seed, verbose=not args.quiet,
+            _architecture(args),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            update=args.update,
+            client=client,
+            device=args.device,
+            n_threads=args.threads if in_process else None,
+            random_state=args.seed,
+            verbose=not args.quiet,
         )
         classifier.fit(X, y, validation_data=test, checkpoint=args.checkpoint)
     if test is not None:

@@ -4,6 +4,7 @@
 - :mod:`~bptdask.cluster.fit`: :func:`fit_on_cluster`, a distributed fit;
 - :mod:`~bptdask.cluster.supervise`: the shell that carries out the supervisor's
   decisions (:mod:`bptdask.outer.supervisor`) with Dask;
+- :mod:`~bptdask.cluster.generation`: one coordinator actor and its pinned training tasks;
 - :mod:`~bptdask.cluster.handle`: the coordinator actor's calls, each with a timeout;
 - :mod:`~bptdask.cluster.worker`: what runs on a worker (reading parts, the training task);
 - :mod:`~bptdask.cluster.simulation`: simulated slow workers and NaN updates, for tests

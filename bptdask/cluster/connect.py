@@ -55,8 +55,11 @@ def connect(
     if security is not None:
         options["security"] = security
     settings = {} if worker_ttl is None else {"distributed.scheduler.worker-ttl": worker_ttl}
-    with dask.config.set(settings), LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, **options) as cluster, \
-            Client(cluster, security=security) as client:
+    with (
+        dask.config.set(settings),
+        LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, **options) as cluster,
+        Client(cluster, security=security) as client,
+    ):
         yield client
 
 

@@ -1,8 +1,8 @@
 """The Dask shell around the supervisor's state machine (:mod:`bptdask.outer.supervisor`).
 
-:class:`Shell` carries out the machine's actions as Dask calls (the coordinator actor
-placed on a worker, training tasks pinned to workers, cancellations, a stop event per
-generation) and turns Dask facts into its observations, four times a second: tasks that
+:class:`Shell` carries out the machine's actions as Dask calls on the current
+:class:`~bptdask.cluster.generation.Generation` (coordinator actor, pinned training
+tasks) and turns Dask facts into its observations, four times a second: tasks that
 ended, who is in the cluster, the coordinator's progress and silent workers, and the
 scores of finished epochs. Whichever way a fit ends (done, failed, or interrupted by
 ``KeyboardInterrupt``) nothing it started keeps running.
@@ -10,39 +10,22 @@ scores of finished epochs. Whichever way a fit ends (done, failed, or interrupte
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from concurrent.futures import CancelledError
-from dataclasses import dataclass, field
 
-from distributed import Event, Future, KilledWorker, wait
+from distributed import wait
 
 from bptdask._typing import Params
 from bptdask.cluster.connect import worker_addresses
-from bptdask.cluster.handle import CoordinatorHandle
-from bptdask.cluster.worker import TaskSpec, train_on_worker
-from bptdask.errors import ClusterTrainingError, CoordinatorLostError
+from bptdask.cluster.generation import Generation
+from bptdask.cluster.worker import TaskSpec
+from bptdask.errors import CoordinatorLostError
 from bptdask.outer import supervisor as rules
-from bptdask.outer.coordinator import TrainingCoordinator
 from bptdask.report import Evaluation, RunReport
 
 #: Seconds between two looks at the cluster.
 POLL_SECONDS = 0.25
-#: Errors of placing the coordinator that mean its worker is gone.
-_PLACEMENT_LOST = (OSError, TimeoutError, CancelledError, KilledWorker)
-
-
-@dataclass
-class _Generation:
-    """One coordinator actor and the tasks training against it."""
-
-    number: int
-    home: str
-    placed: Future
-    actor: object
-    handle: CoordinatorHandle
-    spec: TaskSpec
-    tasks: dict[str, Future] = field(default_factory=dict)
 
 
 class Shell:
@@ -57,7 +40,7 @@ class Shell:
         self.client, self.dataset, self.model, self.params, self.config = client, dataset, model, params, config
         self.run_description, self.store, self.evaluate, self.on_epoch = run, store, evaluate, on_epoch
         self.run_id = uuid.uuid4().hex[:8]
-        self.generation: _Generation | None = None
+        self.generation: Generation | None = None
 
     def run(self, state: rules.SupervisorState) -> tuple[Params, RunReport]:
         """Drive ``state`` to the end: the final global weights and the run's report."""
@@ -67,9 +50,8 @@ class Shell:
                 actions = state.handle(*self._observe())
             return result
         finally:
-            self._stop_tasks()
             if self.generation is not None:
-                self.generation.placed.cancel()
+                self.generation.release(self.client)
 
     # ------------------------------------------------------------ actions -> Dask calls
     def _execute(self, state, actions: list[rules.Action]) -> tuple[Params, RunReport] | None:
@@ -100,17 +82,13 @@ class Shell:
         if isinstance(action, rules.StartCoordinator):
             return self._start_coordinator(action)
         if isinstance(action, rules.StartTask):
-            generation.tasks[action.name] = self.client.submit(
-                train_on_worker, action.address, action.name, generation.actor, generation.spec,
-                workers=[action.address], allow_other_workers=False, pure=False,
-                key=f"bptdask-train-{self.run_id}-g{generation.number}-{action.name}",
-            )
-        elif isinstance(action, rules.CancelTask) and action.name in generation.tasks:
-            generation.tasks.pop(action.name).cancel()
+            generation.start_task(self.client, action.name, action.address)
+        elif isinstance(action, rules.CancelTask):
+            generation.cancel_task(action.name)
         elif isinstance(action, rules.ReportLost):
             generation.handle.lose_worker(action.name, action.reason)
         elif isinstance(action, rules.StopTasks) and generation.number == action.generation:
-            self._stop_tasks()
+            generation.stop_tasks(self.client)
         elif isinstance(action, rules.RecordEvaluation):
             generation.handle.record_evaluation(action.evaluation)
             if self.on_epoch is not None:
@@ -124,56 +102,39 @@ class Shell:
         if action.from_checkpoint and restore is None:
             return [rules.CheckpointMissing(action.generation)]
         if self.generation is not None:
-            self.generation.placed.cancel()  # the lost coordinator's actor
-        placed = self.client.submit(
-            TrainingCoordinator, restore.params if restore else self.params, self.config,
-            chunk_sizes=self.run_description["chunk_sizes"], worker_names=action.workers, run=self.run_description,
-            checkpoint=None if self.store is None else str(self.store.path),
-            keep_epoch_weights=self.evaluate is not None, restore=restore,
-            actor=True, workers=[action.home], pure=False,
-        )
-        try:
-            actor = placed.result(timeout=self.config.call_timeout)
-        except _PLACEMENT_LOST as exc:
-            placed.cancel()
-            raise CoordinatorLostError(f"it could not start on {action.home}: {type(exc).__name__}: {exc}") from exc
-        placed_on = sorted(self.client.who_has(placed)[placed.key])
-        if placed_on != [action.home]:
-            raise ClusterTrainingError(f"the coordinator was placed on {placed_on}, not on {action.home} as asked")
-
-        def check() -> None:
-            if action.home not in worker_addresses(self.client):
-                raise CoordinatorLostError(f"its worker {action.home} left the cluster")
-
+            self.generation.release(self.client)  # the lost coordinator's
         spec = TaskSpec(
-            self.run_id, f"bptdask-stop-{self.run_id}-g{action.generation}", self.dataset, self.model.to_config(),
-            self.config, tuple(map(float, self.dataset.mean)), tuple(map(float, self.dataset.std)),
+            self.run_id,
+            f"bptdask-stop-{self.run_id}-g{action.generation}",
+            self.dataset,
+            self.model.to_config(),
+            self.config,
+            tuple(map(float, self.dataset.mean)),
+            tuple(map(float, self.dataset.std)),
         )
-        handle = CoordinatorHandle(actor, timeout=self.config.call_timeout, check=check)
-        self.generation = _Generation(action.generation, action.home, placed, actor, handle, spec)
+        self.generation = Generation.place(
+            self.client,
+            action.generation,
+            action.home,
+            spec,
+            params=restore.params if restore else self.params,
+            config=self.config,
+            chunk_sizes=self.run_description["chunk_sizes"],
+            worker_names=action.workers,
+            run=self.run_description,
+            checkpoint=None if self.store is None else str(self.store.path),
+            keep_epoch_weights=self.evaluate is not None,
+            restore=restore,
+        )
         return [rules.CoordinatorStarted(action.generation, None if restore is None else restore.version)]
-
-    def _stop_tasks(self) -> None:
-        """Cancel the current generation's tasks and set its stop event (a cancelled task may run on)."""
-        if self.generation is None:
-            return
-        tasks, self.generation.tasks = self.generation.tasks, {}
-        for future in tasks.values():
-            future.cancel()
-        try:
-            Event(self.generation.spec.stop_event, client=self.client).set()
-        except Exception:  # the client is closing: its tasks go with it
-            pass
 
     # ------------------------------------------------------------ Dask facts -> observations
     def _observe(self) -> list[rules.Observation]:
         """One look: who is present, the coordinator's progress, tasks that ended, epochs to score."""
         generation = self.generation
         if generation.tasks:
-            try:
+            with contextlib.suppress(TimeoutError):
                 wait(list(generation.tasks.values()), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                pass
         else:
             time.sleep(POLL_SECONDS)
         present = frozenset(worker_addresses(self.client))

@@ -87,7 +87,11 @@ def train_on_worker(address: str, name: str, coordinator, spec: TaskSpec) -> Wor
         handle.note_seen_version(SEEN_VERSIONS[spec.run_id])
     xp = get_namespace(spec.config.device)
     train_part = PartTrainer(
-        Sequential.from_config(spec.model_config), spec.config, np.asarray(spec.mean), np.asarray(spec.std), xp=xp,
+        Sequential.from_config(spec.model_config),
+        spec.config,
+        np.asarray(spec.mean),
+        np.asarray(spec.std),
+        xp=xp,
         n_threads=worker.state.nthreads if xp is np else None,
         rng=np.random.default_rng([spec.config.seed, *name.encode()]),
     )
@@ -95,6 +99,10 @@ def train_on_worker(address: str, name: str, coordinator, spec: TaskSpec) -> Wor
     if simulation is not None:
         train_part = simulation.wrap(address, train_part)
     return run_worker(
-        name, handle, read_part=lambda chunks: read_chunks(spec.dataset, chunks), train_part=train_part,
-        device="cpu" if xp is np else "gpu", should_stop=lambda: not wanted(),
+        name,
+        handle,
+        read_part=lambda chunks: read_chunks(spec.dataset, chunks),
+        train_part=train_part,
+        device="cpu" if xp is np else "gpu",
+        should_stop=lambda: not wanted(),
     )

@@ -67,9 +67,7 @@ def as_label_array(labels: Any, num_samples: int) -> np.ndarray | da.Array:
         labels = np.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != num_samples:
         hint = "; flatten it with labels.ravel()" if labels.ndim == 2 and labels.shape[1] == 1 else ""
-        raise ShapeError(
-            f"labels must be 1-D with one label per image ({num_samples}), got shape {labels.shape}{hint}"
-        )
+        raise ShapeError(f"labels must be 1-D with one label per image ({num_samples}), got shape {labels.shape}{hint}")
     if labels.dtype.kind not in "iu":
         raise DataError(
             f"labels must be integer class indices, got dtype {labels.dtype}; encode them with "

@@ -8,6 +8,7 @@ store itself and reads its chunks straight from it.
 
 from __future__ import annotations
 
+import itertools
 from types import ModuleType
 
 import numpy as np
@@ -42,9 +43,7 @@ from bptdask.errors import (
 _DECODE_ERRORS = (ValueError, RuntimeError)
 
 
-def open_dataset(
-    path_or_store: PathOrStore, *, storage_options: dict | None = None, verify: bool = False
-) -> Dataset:
+def open_dataset(path_or_store: PathOrStore, *, storage_options: dict | None = None, verify: bool = False) -> Dataset:
     """Open a bptdask dataset, checking its format.
 
     Parameters
@@ -130,8 +129,8 @@ class Dataset:
             meta, channels=self._images.shape[1], num_samples=self._images.shape[0], where=where
         )
         self.chunk_size = int(self._images.chunks[0])
-        edges = list(range(0, len(self), self.chunk_size)) + [len(self)]
-        self.chunk_boundaries: tuple[tuple[int, int], ...] = tuple(zip(edges[:-1], edges[1:]))
+        edges = [*list(range(0, len(self), self.chunk_size)), len(self)]
+        self.chunk_boundaries: tuple[tuple[int, int], ...] = tuple(itertools.pairwise(edges))
         self._labels = self._read_all(arrays[LABELS], LABELS)
         self._labels.flags.writeable = False
         check_label_values(self._labels, self.num_classes, where)

@@ -36,7 +36,8 @@ def _pillow() -> ModuleType:
         return importlib.import_module("PIL.Image")
     except ImportError as exc:
         raise ConfigurationError(
-            "ingest_folder decodes images with Pillow, which is not installed; install it with `pip install bptdask[images]`"
+            "ingest_folder decodes images with Pillow, which is not installed; "
+            "install it with `pip install bptdask[images]`"
         ) from exc
 
 
@@ -68,7 +69,8 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[Path], np.ndarray, 
     files, labels = [], []
     for index, name in enumerate(classes):
         found = sorted(
-            p for p in (root / name).iterdir()
+            p
+            for p in (root / name).iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
         )
         files += found

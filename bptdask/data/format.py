@@ -166,9 +166,7 @@ def parse_attrs(meta: Mapping[str, Any], *, channels: int, num_samples: int, whe
     if not isinstance(split, Mapping) or not isinstance(split.get("num_test"), int):
         raise DatasetFormatError(f"{where} has split {split!r}, not {{'seed': ..., 'num_test': int}}; re-ingest it")
     if not 0 <= split["num_test"] < num_samples:
-        raise DatasetFormatError(
-            f"{where} has num_test {split['num_test']} for {num_samples} samples; re-ingest it"
-        )
+        raise DatasetFormatError(f"{where} has num_test {split['num_test']} for {num_samples} samples; re-ingest it")
     return DatasetAttrs(
         classes=classes,
         mean=stats["mean"],

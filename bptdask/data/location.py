@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +85,7 @@ def resolve(
             location = Location(path=Path(text))
     else:
         raise ConfigurationError(
-            f"expected a dataset path, URL or zarr.storage store, got {type(path_or_store).__name__} "
-            f"{path_or_store!r}"
+            f"expected a dataset path, URL or zarr.storage store, got {type(path_or_store).__name__} {path_or_store!r}"
         )
     if storage_options:
         raise ConfigurationError(

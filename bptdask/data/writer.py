@@ -26,6 +26,7 @@ from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
 from bptdask.data.dataset import Dataset
+from bptdask.data.drafts import open_draft
 from bptdask.data.format import (
     ATTRS_KEY,
     IMAGES,
@@ -37,7 +38,6 @@ from bptdask.data.format import (
     array_options,
     pending_attrs,
 )
-from bptdask.data.drafts import open_draft
 from bptdask.data.location import Location
 from bptdask.data.split import draw_test_mask, num_test_samples
 from bptdask.errors import ConfigurationError, DataError
@@ -312,7 +312,7 @@ def write_dataset(
         starts = range(0, num_samples, unit)
         tasks = [
             write(arrays[IMAGES], arrays[LABELS], block, block_labels, is_test[start : start + unit], start, token)
-            for start, block, block_labels in zip(starts, image_blocks, label_blocks)
+            for start, block, block_labels in zip(starts, image_blocks, label_blocks, strict=True)
         ]
         with _progress(num_samples, description=f"ingest {source}", enabled=progress):
             stats = combine_stats(dask.compute(*tasks))

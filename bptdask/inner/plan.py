@@ -29,9 +29,11 @@ the thread count, so every thread count computes bit-identical results.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Hashable
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +94,7 @@ def micro_batch_bounds(batch_size: int, micro_batches: int) -> tuple[tuple[int, 
             f"micro_batches must be between 1 and the batch size {batch_size}, got {micro_batches}"
         )
     edges = np.linspace(0, batch_size, micro_batches + 1).round().astype(int)
-    return tuple((int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]))
+    return tuple((int(a), int(b)) for a, b in itertools.pairwise(edges))
 
 
 def default_micro_batches(batch_size: int) -> int:
@@ -235,7 +237,10 @@ def make_plan(
         for stage in stages:
             upstream = ("x", m) if stage.index == 0 else ("forward", stage.index - 1, m)
             graph[("forward", stage.index, m)] = (
-                partial(tasks.forward_stage, stage, m, train), ("params", stage.index), upstream, "seed",
+                partial(tasks.forward_stage, stage, m, train),
+                ("params", stage.index),
+                upstream,
+                "seed",
             )
         weight = (stop - start) / batch_size
         graph[("loss", m)] = (partial(tasks.loss_gradient, weight), ("forward", last, m), ("y", m))
@@ -243,11 +248,15 @@ def make_plan(
             downstream = ("loss", m) if stage.index == last else ("backward", stage.index + 1, m)
             graph[("backward", stage.index, m)] = (
                 partial(tasks.backward_stage, stage, stage.index == 0),
-                ("params", stage.index), ("forward", stage.index, m), downstream,
+                ("params", stage.index),
+                ("forward", stage.index, m),
+                downstream,
             )
             graph[("weight_grad", stage.index, m)] = (
                 partial(tasks.weight_grad_stage, stage),
-                ("params", stage.index), ("forward", stage.index, m), ("backward", stage.index, m),
+                ("params", stage.index),
+                ("forward", stage.index, m),
+                ("backward", stage.index, m),
             )
     for stage in stages:
         k = stage.index
@@ -258,4 +267,6 @@ def make_plan(
     dependencies = {key: task_dependencies(task, graph) for key, task in graph.items()}
     priority = critical_path_priority(dependencies, _costs(stages, bounds))
     outputs = (*[("update", s.index) for s in stages], "loss")
-    return Plan(graph=graph, stages=stages, bounds=bounds, priority=priority, outputs=outputs, dependencies=dependencies)
+    return Plan(
+        graph=graph, stages=stages, bounds=bounds, priority=priority, outputs=outputs, dependencies=dependencies
+    )

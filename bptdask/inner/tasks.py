@@ -61,7 +61,7 @@ class Gradient(NamedTuple):
 
 def _local(params: Params, layer_index: int) -> Params:
     prefix = f"{layer_index}."
-    return {name[len(prefix):]: value for name, value in params.items() if name.startswith(prefix)}
+    return {name[len(prefix) :]: value for name, value in params.items() if name.startswith(prefix)}
 
 
 def slice_rows(array: Array, start: int, stop: int) -> Array:
@@ -82,9 +82,7 @@ def dropout_seed(step_seed: int, stage: int, micro_batch: int) -> int:
     return hash((step_seed, stage, micro_batch)) & (2**63 - 1)
 
 
-def forward_stage(
-    stage: Stage, micro_batch: int, train: bool, params: Params, upstream, step_seed: int
-) -> Activation:
+def forward_stage(stage: Stage, micro_batch: int, train: bool, params: Params, upstream, step_seed: int) -> Activation:
     """Run ``stage`` forward on micro-batch ``micro_batch``.
 
     ``upstream`` is the micro-batch input ``(C, H, W, n)`` or the previous stage's
@@ -97,7 +95,7 @@ def forward_stage(
     if train and stage.has_dropout:
         rng = array_namespace(x).random.default_rng(dropout_seed(step_seed, stage.index, micro_batch))
     caches = []
-    for index, layer in zip(stage.layer_indices, stage.layers):
+    for index, layer in zip(stage.layer_indices, stage.layers, strict=True):
         x, cache = layer.forward(_local(params, index), x, train=train, rng=rng)
         caches.append(cache)
     return Activation(x, tuple(caches))
@@ -112,7 +110,9 @@ def loss_gradient(weight: float, activation: Activation, labels: Array) -> Gradi
     return Gradient(dx=dlogits * dlogits.dtype.type(weight), loss=float(loss) * weight)
 
 
-def backward_stage(stage: Stage, is_first: bool, params: Params, activation: Activation, downstream: Gradient) -> Gradient:
+def backward_stage(
+    stage: Stage, is_first: bool, params: Params, activation: Activation, downstream: Gradient
+) -> Gradient:
     """Propagate one micro-batch's error back through ``stage`` (no weight gradients).
 
     Keeps the gradient at the output of the stage's layer with parameters for

@@ -132,8 +132,13 @@ def conv2d_weight_grad(dy: Array, col: Array, weight_shape: tuple[int, int, int,
 
 
 def conv2d_input_grad(
-    dy: Array, weight: Array, col_shape: tuple[int, ...], input_shape: tuple[int, int, int, int], *,
-    stride: int = 1, padding: int = 0,
+    dy: Array,
+    weight: Array,
+    col_shape: tuple[int, ...],
+    input_shape: tuple[int, int, int, int],
+    *,
+    stride: int = 1,
+    padding: int = 0,
 ) -> Array:
     """Input gradient of :func:`conv2d_forward`.
 

@@ -27,9 +27,7 @@ def offset_dtype(xp, size: int):
     return xp.int8 if size * size <= 128 else xp.int32
 
 
-def _window_slices(
-    shape: tuple[int, ...], size: int, stride: int
-) -> Iterator[tuple[int, tuple[slice, slice, slice]]]:
+def _window_slices(shape: tuple[int, ...], size: int, stride: int) -> Iterator[tuple[int, tuple[slice, slice, slice]]]:
     """Yield ``(offset_index, index)`` for each offset of a ``size × size`` window."""
     _, h, w, _ = shape
     oh, ow = pool_output_size(h, size, stride), pool_output_size(w, size, stride)

@@ -109,8 +109,7 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
         raise ConfigurationError(f"checkpoint {text!r} is a file; pass a directory (new or holding checkpoints)")
     if resolved.is_dir() and any(resolved.iterdir()) and _root_format(resolved) != FORMAT_NAME:
         raise ConfigurationError(
-            f"checkpoint directory {text!r} holds other files; pass a new or empty directory, or one written "
-            "by bptdask"
+            f"checkpoint directory {text!r} holds other files; pass a new or empty directory, or one written by bptdask"
         )
     return resolved
 
@@ -162,7 +161,9 @@ class CheckpointStore:
         differences = sorted(key for key in {*run, *state.run} if state.run.get(key) != run.get(key))
         if differences:
             settings = state.run.get("settings", {})
-            changed = sorted(k for k in {*settings, *run.get("settings", {})} if settings.get(k) != run["settings"].get(k))
+            changed = sorted(
+                k for k in {*settings, *run.get("settings", {})} if settings.get(k) != run["settings"].get(k)
+            )
             detail = f" ({', '.join(changed)})" if changed else ""
             raise CheckpointError(
                 f"the checkpoint in {self.path} is of another run: its {', '.join(differences)}{detail} differ from "
@@ -294,7 +295,9 @@ def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
             + ("upgrade bptdask" if newer else "start with a new checkpoint directory")
         )
     try:
-        params = {name: _read_numeric(group, f"params/{name}", tuple(shape)) for name, shape in document["params"].items()}
+        params = {
+            name: _read_numeric(group, f"params/{name}", tuple(shape)) for name, shape in document["params"].items()
+        }
         workers, columns = document["merge_workers"], document["merge_columns"]
         if tuple(columns) != MERGE_COLUMNS:
             raise CheckpointError(f"{directory}: the merge log has columns {columns}, expected {list(MERGE_COLUMNS)}")
@@ -316,7 +319,9 @@ def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
             counts=dict(document["counts"]),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise CheckpointError(f"{directory}: the checkpoint is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{directory}: the checkpoint is incomplete or malformed ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _read_numeric(group: zarr.Group, name: str, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -331,7 +336,9 @@ def _read_numeric(group: zarr.Group, name: str, shape: tuple[int, ...] | None) -
         raise CheckpointError(f"checkpoint entry {name!r} is not a Zarr v3 array; refusing to read it")
     codecs = {codec.get("name") for codec in array.metadata.to_dict().get("codecs", ())}
     if not codecs <= SAFE_CODECS:
-        raise CheckpointError(f"checkpoint array {name!r} uses codecs {sorted(codecs - SAFE_CODECS)}; refusing to read it")
+        raise CheckpointError(
+            f"checkpoint array {name!r} uses codecs {sorted(codecs - SAFE_CODECS)}; refusing to read it"
+        )
     if np.dtype(array.dtype).kind not in _NUMERIC_KINDS:
         raise CheckpointError(f"checkpoint array {name!r} has dtype {array.dtype}; only numeric arrays are read")
     if shape is not None and tuple(array.shape) != shape:

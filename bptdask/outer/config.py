@@ -99,7 +99,13 @@ class RunConfig:
     max_invalid: int = 3
 
     def __post_init__(self):
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("checkpoint_every", 1), ("max_invalid", 1)):
+        for name, minimum in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("seed", 0),
+            ("checkpoint_every", 1),
+            ("max_invalid", 1),
+        ):
             object.__setattr__(self, name, check_integer(name, getattr(self, name), minimum=minimum))
         for name in ("max_staleness", "chunks_per_round"):
             if getattr(self, name) is not None:

@@ -23,9 +23,9 @@ Time comes from an injected ``clock`` (seconds, monotonic), so tests drive it by
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
-import dataclasses
 from typing import Any
 
 from bptdask._typing import Params
@@ -88,18 +88,22 @@ class TrainingCoordinator:
         self.config = config
         self.clock = clock
         self.started = clock() - state.counts.get("elapsed_ms", 0) / 1000
-        self.server = WeightServer(
-            state.params, config, version=state.version, merges=state.merges, clock=self.elapsed
-        )
+        self.server = WeightServer(state.params, config, version=state.version, merges=state.merges, clock=self.elapsed)
         self.chunk_sizes = [int(size) for size in chunk_sizes]
         self.generation = state.generation + 1
         self.run = run or state.run
         self.estimator = PowerEstimator(powers=state.powers)
         self.workers: dict[str, WorkerTotals] = {worker: WorkerTotals() for worker in worker_names}
         self.schedule = EpochSchedule(
-            self.chunk_sizes, self.workers, epochs=config.epochs, seed=config.seed,
-            chunks_per_round=config.round_size(len(self.workers)), balance=config.balance,
-            estimator=self.estimator, lockstep=config.update == "sgwu", epochs_done=state.epochs_done,
+            self.chunk_sizes,
+            self.workers,
+            epochs=config.epochs,
+            seed=config.seed,
+            chunks_per_round=config.round_size(len(self.workers)),
+            balance=config.balance,
+            estimator=self.estimator,
+            lockstep=config.update == "sgwu",
+            epochs_done=state.epochs_done,
             open_epochs=state.open_epochs,
         )
         self.epoch_ends: list[float] = list(state.epoch_ends)
@@ -113,8 +117,12 @@ class TrainingCoordinator:
         self.last_seen: dict[str, float] = {}
         self.invalid_streak, self.failure = 0, None
         self.store = CheckpointStore(checkpoint) if checkpoint is not None else None
-        self.writer = None if self.store is None else CheckpointWriter(
-            self.store, every=config.checkpoint_every, background=background_checkpoints, version=state.version
+        self.writer = (
+            None
+            if self.store is None
+            else CheckpointWriter(
+                self.store, every=config.checkpoint_every, background=background_checkpoints, version=state.version
+            )
         )
         self.restored_version = state.version if restore is not None else None
         self.seen_version = state.version
@@ -176,8 +184,13 @@ class TrainingCoordinator:
         self.last_seen[key.worker] = self.clock()
         plan, part = self.issued[key]
         result = self.server.push(
-            key, delta, base_version=base_version, n_samples=part.samples, round_samples=part.round_samples,
-            n_workers=part.n_workers, seconds=seconds,
+            key,
+            delta,
+            base_version=base_version,
+            n_samples=part.samples,
+            round_samples=part.round_samples,
+            n_workers=part.n_workers,
+            seconds=seconds,
         )
         if result.status == "invalid":
             totals.invalid += 1
@@ -258,11 +271,22 @@ class TrainingCoordinator:
         """The run's state now, as a checkpoint (weights, version, IDPA state, merge log)."""
         params, version = self.server.pull()
         return CheckpointState(
-            params=params, version=version, generation=self.generation, epochs_done=self.epochs_done,
-            open_epochs=self.schedule.done_chunks, powers=self.estimator.known, run=self.run, seed=self.config.seed,
-            merges=self.server.merge_log(), epoch_ends=list(self.epoch_ends), evaluations=list(self.evaluations),
-            counts={"elapsed_ms": int(1000 * self.elapsed()), "rejected": self.server.rejected,
-                    "invalid": self.server.invalid},
+            params=params,
+            version=version,
+            generation=self.generation,
+            epochs_done=self.epochs_done,
+            open_epochs=self.schedule.done_chunks,
+            powers=self.estimator.known,
+            run=self.run,
+            seed=self.config.seed,
+            merges=self.server.merge_log(),
+            epoch_ends=list(self.epoch_ends),
+            evaluations=list(self.evaluations),
+            counts={
+                "elapsed_ms": int(1000 * self.elapsed()),
+                "rejected": self.server.rejected,
+                "invalid": self.server.invalid,
+            },
         )
 
     def write_checkpoint(self) -> int | None:
@@ -347,12 +371,20 @@ class TrainingCoordinator:
         checkpoints = self.writer.status if self.writer is not None else CheckpointStatus()
         checkpoints = dataclasses.replace(checkpoints, errors=list(checkpoints.errors))
         return RunReport(
-            epochs_done=self.epochs_done, epoch_ends=list(self.epoch_ends),
+            epochs_done=self.epochs_done,
+            epoch_ends=list(self.epoch_ends),
             seconds=self.finished_at if self.finished_at is not None else self.elapsed(),
-            version=self.server.version, generation=self.generation, rounds=list(self.round_reports),
-            workers=workers, merges=self.server.merge_log(), evaluations=list(self.evaluations),
-            rejected=self.server.rejected, invalid=self.server.invalid, failure=self.failure,
-            dropped=dict(self.dropped), checkpoints=checkpoints,
-            restored_version=self.restored_version, seen_version=self.seen_version,
+            version=self.server.version,
+            generation=self.generation,
+            rounds=list(self.round_reports),
+            workers=workers,
+            merges=self.server.merge_log(),
+            evaluations=list(self.evaluations),
+            rejected=self.server.rejected,
+            invalid=self.server.invalid,
+            failure=self.failure,
+            dropped=dict(self.dropped),
+            checkpoints=checkpoints,
+            restored_version=self.restored_version,
+            seen_version=self.seen_version,
         )
-

@@ -40,6 +40,7 @@ from bptdask.outer.allocation import PowerEstimator, Worker, allocate_round
 from bptdask.report import RoundReport
 from bptdask.validation import check_integer
 
+
 def chunk_sizes(n_samples: int, chunk_size: int) -> list[int]:
     """Samples in each chunk of an ``(n_samples, ...)`` array chunked by ``chunk_size``.
 

@@ -63,8 +63,14 @@ class EpochSchedule:
 
     def _plan_for(self, epoch: int, workers: Iterable[str], done_chunks: Iterable[int] = ()) -> EpochPlan:
         return EpochPlan(
-            self.chunk_sizes, sorted(workers), epoch=epoch, seed=self.seed, chunks_per_round=self.chunks_per_round,
-            estimator=self.estimator, balance=self.balance, done_chunks=done_chunks,
+            self.chunk_sizes,
+            sorted(workers),
+            epoch=epoch,
+            seed=self.seed,
+            chunks_per_round=self.chunks_per_round,
+            estimator=self.estimator,
+            balance=self.balance,
+            done_chunks=done_chunks,
         )
 
     @staticmethod

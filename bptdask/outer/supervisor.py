@@ -94,7 +94,9 @@ class CheckpointMissing:
     generation: int
 
 
-Observation = Polled | TaskFinished | TaskFailed | EpochScored | CoordinatorUnreachable | CoordinatorStarted | CheckpointMissing
+Observation = (
+    Polled | TaskFinished | TaskFailed | EpochScored | CoordinatorUnreachable | CoordinatorStarted | CheckpointMissing
+)
 
 
 # ------------------------------------------------------------------ actions
@@ -163,8 +165,7 @@ class Fail:
 
 
 Action = (
-    StartCoordinator | StartTask | CancelTask | ReportLost | StopTasks | RecordEvaluation | FinishRun | Complete
-    | Fail
+    StartCoordinator | StartTask | CancelTask | ReportLost | StopTasks | RecordEvaluation | FinishRun | Complete | Fail
 )
 
 
@@ -256,9 +257,14 @@ class SupervisorState:
             seen_lost = report.seen_version - last.checkpoint_version
             recoveries[-1] = dataclasses.replace(last, merges_lost=max(last.merges_lost, seen_lost))
         return dataclasses.replace(
-            report, coordinator=self.home, worker_loops=dict(self.summaries), lost_workers=dict(self.lost),
-            restarted_tasks=list(self.restarted), recoveries=recoveries,
-            merges_lost=sum(recovery.merges_lost for recovery in recoveries), resumed_from=self.resumed_from,
+            report,
+            coordinator=self.home,
+            worker_loops=dict(self.summaries),
+            lost_workers=dict(self.lost),
+            restarted_tasks=list(self.restarted),
+            recoveries=recoveries,
+            merges_lost=sum(recovery.merges_lost for recovery in recoveries),
+            resumed_from=self.resumed_from,
         )
 
     # ------------------------------------------------------------ observations
@@ -278,9 +284,14 @@ class SupervisorState:
         if isinstance(observation, CoordinatorStarted):
             return self._on_started(observation)
         if isinstance(observation, CheckpointMissing):
-            return [Fail(ClusterTrainingError(
-                f"{self._loss_text()} before any checkpoint was written; lower checkpoint_every to checkpoint sooner"
-            ))]
+            return [
+                Fail(
+                    ClusterTrainingError(
+                        f"{self._loss_text()} before any checkpoint was written; "
+                        "lower checkpoint_every to checkpoint sooner"
+                    )
+                )
+            ]
         raise TypeError(f"unknown observation {observation!r}")
 
     def _on_polled(self, polled: Polled) -> list[Action]:
@@ -320,11 +331,16 @@ class SupervisorState:
             self.resumed_from = started.restored_version
         pending, self.pending_recovery = self.pending_recovery, None
         if pending is not None and started.restored_version is not None:
-            self.recoveries.append(Recovery(
-                seconds=pending.seconds, lost_coordinator=pending.lost_coordinator, reason=pending.reason,
-                checkpoint_version=started.restored_version,
-                merges_lost=max(0, pending.version - started.restored_version), new_coordinator=self.home,
-            ))
+            self.recoveries.append(
+                Recovery(
+                    seconds=pending.seconds,
+                    lost_coordinator=pending.lost_coordinator,
+                    reason=pending.reason,
+                    checkpoint_version=started.restored_version,
+                    merges_lost=max(0, pending.version - started.restored_version),
+                    new_coordinator=self.home,
+                )
+            )
             self.progress = self.progress._replace(version=started.restored_version)
         return []
 
@@ -340,13 +356,18 @@ class SupervisorState:
         previous = self.pending_recovery
         self.pending_recovery = _PendingRecovery(
             seconds=previous.seconds if previous else self.clock() - self.started,
-            lost_coordinator=self.home, reason=reason,
+            lost_coordinator=self.home,
+            reason=reason,
             version=previous.version if previous else self.progress.version,
         )
         if not self.checkpointing:
-            return [Fail(ClusterTrainingError(
-                f"{self._loss_text()}; pass checkpoint=DIRECTORY so that training can recreate it and go on"
-            ))]
+            return [
+                Fail(
+                    ClusterTrainingError(
+                        f"{self._loss_text()}; pass checkpoint=DIRECTORY so that training can recreate it and go on"
+                    )
+                )
+            ]
         actions: list[Action] = [StopTasks(self.generation)]
         for name, address in sorted(self.tasks.items()):
             if address == self.home:
@@ -361,7 +382,7 @@ class SupervisorState:
         self.finished_at, self.target_reached = None, False
         survivors = [a for a in sorted(self.present) if a not in self.former_homes and self._may_train(a)]
         if not survivors:
-            return actions + [Fail(ClusterTrainingError(f"{self._loss_text()} and no other worker is left"))]
+            return [*actions, Fail(ClusterTrainingError(f"{self._loss_text()} and no other worker is left"))]
         self.generation += 1
         return actions + self._start_generation(survivors, from_checkpoint=True)
 
@@ -386,9 +407,13 @@ class SupervisorState:
         """Staff idle workers, or end the run: complete, stop stragglers, or fail."""
         now = self.clock()
         if self.timeout is not None and now - self.started > self.timeout:
-            return [Fail(ClusterTrainingError(
-                f"distributed fit did not finish within {self.timeout} s; still running: {sorted(self.tasks)}"
-            ))]
+            return [
+                Fail(
+                    ClusterTrainingError(
+                        f"distributed fit did not finish within {self.timeout} s; still running: {sorted(self.tasks)}"
+                    )
+                )
+            ]
         if self.finished_at is not None:
             if self.tasks and now - self.finished_at <= self.call_timeout:
                 return []
@@ -398,8 +423,8 @@ class SupervisorState:
                 self.lost.update(dict.fromkeys(self.tasks, "still running after the run finished"))
                 self.tasks = {}
             if self.progress.failure is not None:
-                return actions + [Fail(TrainingDivergedError(self.progress.failure))]
-            return actions + [Complete()]
+                return [*actions, Fail(TrainingDivergedError(self.progress.failure))]
+            return [*actions, Complete()]
         busy = set(self.tasks.values())
         actions = [
             self._start_task(address)
@@ -407,5 +432,5 @@ class SupervisorState:
             if self._may_train(address) and self.tasks_started.get(address, 0) < TASKS_PER_ADDRESS
         ]
         if not self.tasks:
-            return actions + [Fail(ClusterTrainingError(f"every worker failed: {self.lost}"))]
+            return [*actions, Fail(ClusterTrainingError(f"every worker failed: {self.lost}"))]
         return actions

@@ -243,7 +243,9 @@ class WeightServer:
             with np.errstate(over="ignore"):  # values too large for the dtype become inf, refused below
                 value = np.array(to_numpy(delta[name]), dtype=weight.dtype, copy=True)
             if value.shape != weight.shape:
-                raise ShapeError(f"delta {name!r} of push {tuple(key)} has shape {value.shape}, weight has {weight.shape}")
+                raise ShapeError(
+                    f"delta {name!r} of push {tuple(key)} has shape {value.shape}, weight has {weight.shape}"
+                )
             if not np.isfinite(value).all():
                 return None
             clean[name] = value
@@ -278,5 +280,7 @@ class WeightServer:
         for key, (held, alpha) in weighted.items():
             self._results[key] = PushResult("merged", self._version, held.staleness, alpha)
             self._merges.append(
-                MergeRecord(*key, held.staleness, alpha, held.base_version, self._version, held.n_samples, held.seconds, now)
+                MergeRecord(
+                    *key, held.staleness, alpha, held.base_version, self._version, held.n_samples, held.seconds, now
+                )
             )

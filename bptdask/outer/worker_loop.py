@@ -70,8 +70,16 @@ class PartTrainer:
         if self.state is None:
             self.state = optimizer.init_state(params)
         params, self.state, _ = train_epoch(
-            self.model, params, self.state, images, labels, optimizer=optimizer,
-            batch_size=self.config.batch_size, prepare=self._prepare, xp=self.xp, rng=self.rng,
+            self.model,
+            params,
+            self.state,
+            images,
+            labels,
+            optimizer=optimizer,
+            batch_size=self.config.batch_size,
+            prepare=self._prepare,
+            xp=self.xp,
+            rng=self.rng,
             n_threads=self.n_threads,
         )
         return params, time.perf_counter() - started

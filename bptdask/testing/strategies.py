@@ -104,15 +104,25 @@ class DenseCase:
     def arrays(self, dtype="float64") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(x, weight, bias, dy)`` drawn from ``seed``."""
         rng = np.random.default_rng(self.seed)
-        shapes = ((self.batch, self.in_features), (self.out_features, self.in_features),
-                  (self.out_features,), (self.batch, self.out_features))
+        shapes = (
+            (self.batch, self.in_features),
+            (self.out_features, self.in_features),
+            (self.out_features,),
+            (self.batch, self.out_features),
+        )
         return tuple(rng.standard_normal(shape).astype(dtype) for shape in shapes)
 
 
 @st.composite
 def conv_cases(
-    draw, *, max_batch: int = 3, max_channels: int = 3, max_size: int = 8, max_kernel: int = 4,
-    max_stride: int = 3, max_padding: int = 2,
+    draw,
+    *,
+    max_batch: int = 3,
+    max_channels: int = 3,
+    max_size: int = 8,
+    max_kernel: int = 4,
+    max_stride: int = 3,
+    max_padding: int = 2,
 ) -> ConvCase:
     """Convolutions whose kernel fits the padded input; sizes may be odd and non-square."""
     kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
@@ -134,7 +144,13 @@ def conv_cases(
 
 @st.composite
 def pool_cases(
-    draw, *, max_batch: int = 2, max_channels: int = 3, max_size: int = 9, max_window: int = 4, max_stride: int = 4,
+    draw,
+    *,
+    max_batch: int = 2,
+    max_channels: int = 3,
+    max_size: int = 9,
+    max_window: int = 4,
+    max_stride: int = 4,
 ) -> PoolCase:
     """Poolings whose window fits the input; strides may be below, at or above the window."""
     size = draw(st.integers(1, max_window))
@@ -160,4 +176,4 @@ def dense_cases(draw, *, max_batch: int = 4, max_features: int = 9) -> DenseCase
     )
 
 
-__all__ = ["ConvCase", "DenseCase", "PoolCase", "SEEDS", "conv_cases", "dense_cases", "pool_cases"]
+__all__ = ["SEEDS", "ConvCase", "DenseCase", "PoolCase", "conv_cases", "dense_cases", "pool_cases"]

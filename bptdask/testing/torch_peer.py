@@ -16,8 +16,9 @@ from bptdask.model import Sequential
 def torch_layer(layer: layers.Layer, input_shape: tuple[int, ...]) -> torch.nn.Module:
     """The ``torch.nn`` module equivalent to ``layer`` receiving per-sample ``input_shape``."""
     if isinstance(layer, layers.Conv2D):
-        return torch.nn.Conv2d(input_shape[0], layer.out_channels, layer.kernel_size,
-                               stride=layer.stride, padding=layer.padding)
+        return torch.nn.Conv2d(
+            input_shape[0], layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding
+        )
     if isinstance(layer, layers.Dense):
         return torch.nn.Linear(input_shape[0], layer.out_features)
     if isinstance(layer, layers.MaxPool2D):

@@ -87,7 +87,7 @@ def test_a_killed_worker_has_its_chunks_reallocated(client, mnist, score):
         os.kill(pids[victim], signal.SIGKILL)
 
     # Every worker 5x slower, so that the kill lands well inside the 3 epochs (~10 s).
-    simulate_slowdown(client, {address: 5.0 for address in workers})
+    simulate_slowdown(client, dict.fromkeys(workers, 5.0))
     killer = threading.Thread(target=kill_after_first_merges)
     killer.start()
     try:

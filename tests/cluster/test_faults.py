@@ -39,9 +39,12 @@ FLOOR = 0.96
 @pytest.fixture
 def cluster():
     """A fresh 3-worker cluster per test: faults leave restarted workers behind."""
-    with LocalCluster(
-        n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as local, Client(local) as client:
+    with (
+        LocalCluster(
+            n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as local,
+        Client(local) as client,
+    ):
         yield client
 
 
@@ -124,7 +127,7 @@ def test_without_a_checkpoint_a_lost_coordinator_ends_the_fit_with_a_clear_error
     workers = worker_addresses(cluster)
     pid = cluster.run(os.getpid)[workers[0]]
     killer = later(2.0, lambda: os.kill(pid, signal.SIGKILL))
-    with pytest.raises(ClusterTrainingError, match="was lost .*; pass checkpoint=DIRECTORY"):
+    with pytest.raises(ClusterTrainingError, match=r"was lost .*; pass checkpoint=DIRECTORY"):
         fit(cluster, dataset)
     killer.join()
 
@@ -225,7 +228,7 @@ def test_nan_updates_are_rejected_and_retrained(cluster, mnist, score):
 
 def test_persistent_nan_updates_stop_training_and_keep_the_last_good_checkpoint(cluster, mnist, tmp_path):
     _, _, dataset = mnist
-    simulate_divergence(cluster, {address: 1000 for address in worker_addresses(cluster)})
+    simulate_divergence(cluster, dict.fromkeys(worker_addresses(cluster), 1000))
     with pytest.raises(TrainingDivergedError, match="3 updates in a row held NaN"):
         fit(cluster, dataset, checkpoint=tmp_path)
     kept = CheckpointStore(tmp_path).latest()

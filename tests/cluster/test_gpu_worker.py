@@ -21,7 +21,10 @@ def mixed_client():
         "cpu": {"cls": Nanny, "options": {"nthreads": 4, "host": "127.0.0.1", "env": {"CUDA_VISIBLE_DEVICES": ""}}},
         "gpu": {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1"}},
     }
-    with SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": loopback}) as cluster, Client(cluster) as client:
+    with (
+        SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": loopback}) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(2, timeout=120)
         yield client
 

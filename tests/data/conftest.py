@@ -37,7 +37,7 @@ def _write_idx(path: Path, values: np.ndarray, *, compress: bool = False) -> Pat
 def _write_png_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     """Write each ``(1, H, W)`` or ``(3, H, W)`` image as ``root/<label>/<index>.png``."""
     image_module = pytest.importorskip("PIL.Image")
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         folder = root / str(label)
         folder.mkdir(parents=True, exist_ok=True)
         pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)

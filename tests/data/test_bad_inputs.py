@@ -51,67 +51,176 @@ def _mixed_size_folder(tmp_path, images, labels, write_png_folder):
 
 # id, call(target, tmp_path, images, labels, helpers), error type, message pattern
 INGEST_CASES = [
-    ("float-images", lambda t, p, x, y, h: ingest(x.astype("float32") / 255, y, t, overwrite=True),
-     DataError, r"images must be uint8 .* got dtype float32; convert .*astype\('uint8'\)"),
-    ("flat-images", lambda t, p, x, y, h: ingest(x.reshape(300, 64), y, t, overwrite=True),
-     ShapeError, r"images must be \(N, C, H, W\).* got shape \(300, 64\)"),
-    ("unknown-layout", lambda t, p, x, y, h: ingest(x, y, t, layout="CHWN", overwrite=True),
-     ConfigurationError, r"layout must be one of \('NCHW', 'NHWC'\), got 'CHWN'"),
-    ("no-samples", lambda t, p, x, y, h: ingest(x[:0], y[:0], t, overwrite=True),
-     DataError, r"hold no samples \(shape \(0, 1, 8, 8\)\); pass at least one"),
-    ("label-count", lambda t, p, x, y, h: ingest(x, y[:-1], t, overwrite=True),
-     ShapeError, r"one label per image \(300\), got shape \(299,\)"),
-    ("column-labels", lambda t, p, x, y, h: ingest(x, y[:, None], t, overwrite=True),
-     ShapeError, r"got shape \(300, 1\); flatten it with labels.ravel\(\)"),
-    ("float-labels", lambda t, p, x, y, h: ingest(x, y.astype(float), t, overwrite=True),
-     DataError, r"labels must be integer class indices, got dtype float64; encode them"),
-    ("negative-label", lambda t, p, x, y, h: ingest(x, np.where(y == 3, -1, y), t, overwrite=True),
-     DataError, r"label -1 is negative; .* numpy.unique"),
-    ("label-beyond-classes", lambda t, p, x, y, h: ingest(x, y, t, classes=["a", "b", "c"], overwrite=True),
-     DataError, r"label 9 is out of range for the 3 classes \['a', 'b', 'c'\]; pass classes .* 0\.\.9"),
-    ("lazy-label-beyond-classes", lambda t, p, x, y, h: ingest(
-        *_lazy_labels_out_of_range(x, y), t, classes=[str(k) for k in range(10)], chunk_size=50, overwrite=True),
-     DataError, r"label 12 is out of range for the 10 classes"),
-    ("duplicate-classes", lambda t, p, x, y, h: ingest(x, y, t, classes=["a", "b", "a"], overwrite=True),
-     ConfigurationError, r"classes contains duplicates \['a'\]; give every class a distinct name"),
-    ("zero-chunk", lambda t, p, x, y, h: ingest(x, y, t, chunk_size=0, overwrite=True),
-     ConfigurationError, r"chunk_size must be a positive number of samples, got 0"),
-    ("shard-not-multiple", lambda t, p, x, y, h: ingest(x, y, t, chunk_size=100, shard_size=150, overwrite=True),
-     ConfigurationError, r"shard_size 150 is not a multiple of chunk_size 100; use e\.g\. shard_size=200"),
-    ("test-size-all", lambda t, p, x, y, h: ingest(x, y, t, test_size=1.0, overwrite=True),
-     ConfigurationError, r"test_size=1\.0 leaves no training samples out of 300 .* below 300"),
-    ("exists-no-overwrite", lambda t, p, x, y, h: ingest(x, y, t),
-     DatasetExistsError, r"already exists; pass overwrite=True to replace it"),
-    ("storage-options-on-path", lambda t, p, x, y, h: ingest(x, y, t, storage_options={"anon": True}, overwrite=True),
-     ConfigurationError, r"storage_options \{'anon': True\} only apply to fsspec URLs"),
-    ("read-only-store", lambda t, p, x, y, h: ingest(x, y, LocalStore(t, read_only=True), overwrite=True),
-     ConfigurationError, r"cannot write a dataset into the read-only store .*read_only=False"),
-    ("idx-bad-magic", lambda t, p, x, y, h: ingest_idx(
-        h["idx"](p / "img", x[:, 0]), _bad_magic(p / "lab"), t, overwrite=True),
-     SourceError, r"'.*lab' is not an IDX file \(magic bytes 504b0304.*00000803"),
-    ("idx-truncated", lambda t, p, x, y, h: ingest_idx(
-        _truncate(h["idx"](p / "img", x[:, 0]), 100), h["idx"](p / "lab", y), t, overwrite=True),
-     SourceError, r"holds 19100 bytes of values but its header promises 19200 .* truncated, fetch it again"),
-    ("idx-count-mismatch", lambda t, p, x, y, h: ingest_idx(
-        h["idx"](p / "img", x[:, 0]), h["idx"](p / "lab", y[:-1]), t, overwrite=True),
-     SourceError, r"holds 300 images but '.*lab' holds 299 labels; pass the labels file"),
-    ("unknown-packaged-dataset", lambda t, p, x, y, h: ingest_builtin("cifar", t, overwrite=True),
-     ConfigurationError, r"unknown dataset 'cifar'; choose one of \['digits', 'mnist-sample'\]"),
-    ("idx-missing", lambda t, p, x, y, h: ingest_idx(p / "nope", p / "nope2", t, overwrite=True),
-     SourceError, r"IDX file '.*nope' does not exist; check the path"),
-    ("npz-unknown-keys", lambda t, p, x, y, h: ingest_npz(_npz(p, a=x, b=y), t, overwrite=True),
-     SourceError, r"holds arrays \['a', 'b'\], none of the known pairs .* images_key= and labels_key="),
-    ("npz-not-an-archive", lambda t, p, x, y, h: ingest_npz(_text_file(p / "x.npz"), t, overwrite=True),
-     SourceError, r"cannot read NPZ file '.*x\.npz' .* numpy\.savez"),
-    ("folder-no-classes", lambda t, p, x, y, h: ingest_folder(
-        _text_file(p / "flat" / "a.png").parent, t, overwrite=True),
-     SourceError, r"has no sub-folders; put each class's images in its own sub-folder"),
-    ("folder-undecodable", lambda t, p, x, y, h: ingest_folder(
-        _undecodable_folder(p, x, y, h["png"]), t, overwrite=True, progress=False, chunk_size=16),
-     SourceError, r"cannot decode image '.*00007\.png' .*; remove or replace the file"),
-    ("folder-mixed-sizes", lambda t, p, x, y, h: ingest_folder(
-        _mixed_size_folder(p, x, y, h["png"]), t, overwrite=True, progress=False, shuffle=False),
-     ShapeError, r"image '.*99/00000\.png' is 5×5 \(H×W\) but the first image is 8×8; pass size=\(H, W\)"),
+    (
+        "float-images",
+        lambda t, p, x, y, h: ingest(x.astype("float32") / 255, y, t, overwrite=True),
+        DataError,
+        r"images must be uint8 .* got dtype float32; convert .*astype\('uint8'\)",
+    ),
+    (
+        "flat-images",
+        lambda t, p, x, y, h: ingest(x.reshape(300, 64), y, t, overwrite=True),
+        ShapeError,
+        r"images must be \(N, C, H, W\).* got shape \(300, 64\)",
+    ),
+    (
+        "unknown-layout",
+        lambda t, p, x, y, h: ingest(x, y, t, layout="CHWN", overwrite=True),
+        ConfigurationError,
+        r"layout must be one of \('NCHW', 'NHWC'\), got 'CHWN'",
+    ),
+    (
+        "no-samples",
+        lambda t, p, x, y, h: ingest(x[:0], y[:0], t, overwrite=True),
+        DataError,
+        r"hold no samples \(shape \(0, 1, 8, 8\)\); pass at least one",
+    ),
+    (
+        "label-count",
+        lambda t, p, x, y, h: ingest(x, y[:-1], t, overwrite=True),
+        ShapeError,
+        r"one label per image \(300\), got shape \(299,\)",
+    ),
+    (
+        "column-labels",
+        lambda t, p, x, y, h: ingest(x, y[:, None], t, overwrite=True),
+        ShapeError,
+        r"got shape \(300, 1\); flatten it with labels.ravel\(\)",
+    ),
+    (
+        "float-labels",
+        lambda t, p, x, y, h: ingest(x, y.astype(float), t, overwrite=True),
+        DataError,
+        r"labels must be integer class indices, got dtype float64; encode them",
+    ),
+    (
+        "negative-label",
+        lambda t, p, x, y, h: ingest(x, np.where(y == 3, -1, y), t, overwrite=True),
+        DataError,
+        r"label -1 is negative; .* numpy.unique",
+    ),
+    (
+        "label-beyond-classes",
+        lambda t, p, x, y, h: ingest(x, y, t, classes=["a", "b", "c"], overwrite=True),
+        DataError,
+        r"label 9 is out of range for the 3 classes \['a', 'b', 'c'\]; pass classes .* 0\.\.9",
+    ),
+    (
+        "lazy-label-beyond-classes",
+        lambda t, p, x, y, h: ingest(
+            *_lazy_labels_out_of_range(x, y), t, classes=[str(k) for k in range(10)], chunk_size=50, overwrite=True
+        ),
+        DataError,
+        r"label 12 is out of range for the 10 classes",
+    ),
+    (
+        "duplicate-classes",
+        lambda t, p, x, y, h: ingest(x, y, t, classes=["a", "b", "a"], overwrite=True),
+        ConfigurationError,
+        r"classes contains duplicates \['a'\]; give every class a distinct name",
+    ),
+    (
+        "zero-chunk",
+        lambda t, p, x, y, h: ingest(x, y, t, chunk_size=0, overwrite=True),
+        ConfigurationError,
+        r"chunk_size must be a positive number of samples, got 0",
+    ),
+    (
+        "shard-not-multiple",
+        lambda t, p, x, y, h: ingest(x, y, t, chunk_size=100, shard_size=150, overwrite=True),
+        ConfigurationError,
+        r"shard_size 150 is not a multiple of chunk_size 100; use e\.g\. shard_size=200",
+    ),
+    (
+        "test-size-all",
+        lambda t, p, x, y, h: ingest(x, y, t, test_size=1.0, overwrite=True),
+        ConfigurationError,
+        r"test_size=1\.0 leaves no training samples out of 300 .* below 300",
+    ),
+    (
+        "exists-no-overwrite",
+        lambda t, p, x, y, h: ingest(x, y, t),
+        DatasetExistsError,
+        r"already exists; pass overwrite=True to replace it",
+    ),
+    (
+        "storage-options-on-path",
+        lambda t, p, x, y, h: ingest(x, y, t, storage_options={"anon": True}, overwrite=True),
+        ConfigurationError,
+        r"storage_options \{'anon': True\} only apply to fsspec URLs",
+    ),
+    (
+        "read-only-store",
+        lambda t, p, x, y, h: ingest(x, y, LocalStore(t, read_only=True), overwrite=True),
+        ConfigurationError,
+        r"cannot write a dataset into the read-only store .*read_only=False",
+    ),
+    (
+        "idx-bad-magic",
+        lambda t, p, x, y, h: ingest_idx(h["idx"](p / "img", x[:, 0]), _bad_magic(p / "lab"), t, overwrite=True),
+        SourceError,
+        r"'.*lab' is not an IDX file \(magic bytes 504b0304.*00000803",
+    ),
+    (
+        "idx-truncated",
+        lambda t, p, x, y, h: ingest_idx(
+            _truncate(h["idx"](p / "img", x[:, 0]), 100), h["idx"](p / "lab", y), t, overwrite=True
+        ),
+        SourceError,
+        r"holds 19100 bytes of values but its header promises 19200 .* truncated, fetch it again",
+    ),
+    (
+        "idx-count-mismatch",
+        lambda t, p, x, y, h: ingest_idx(h["idx"](p / "img", x[:, 0]), h["idx"](p / "lab", y[:-1]), t, overwrite=True),
+        SourceError,
+        r"holds 300 images but '.*lab' holds 299 labels; pass the labels file",
+    ),
+    (
+        "unknown-packaged-dataset",
+        lambda t, p, x, y, h: ingest_builtin("cifar", t, overwrite=True),
+        ConfigurationError,
+        r"unknown dataset 'cifar'; choose one of \['digits', 'mnist-sample'\]",
+    ),
+    (
+        "idx-missing",
+        lambda t, p, x, y, h: ingest_idx(p / "nope", p / "nope2", t, overwrite=True),
+        SourceError,
+        r"IDX file '.*nope' does not exist; check the path",
+    ),
+    (
+        "npz-unknown-keys",
+        lambda t, p, x, y, h: ingest_npz(_npz(p, a=x, b=y), t, overwrite=True),
+        SourceError,
+        r"holds arrays \['a', 'b'\], none of the known pairs .* images_key= and labels_key=",
+    ),
+    (
+        "npz-not-an-archive",
+        lambda t, p, x, y, h: ingest_npz(_text_file(p / "x.npz"), t, overwrite=True),
+        SourceError,
+        r"cannot read NPZ file '.*x\.npz' .* numpy\.savez",
+    ),
+    (
+        "folder-no-classes",
+        lambda t, p, x, y, h: ingest_folder(_text_file(p / "flat" / "a.png").parent, t, overwrite=True),
+        SourceError,
+        r"has no sub-folders; put each class's images in its own sub-folder",
+    ),
+    (
+        "folder-undecodable",
+        lambda t, p, x, y, h: ingest_folder(
+            _undecodable_folder(p, x, y, h["png"]), t, overwrite=True, progress=False, chunk_size=16
+        ),
+        SourceError,
+        r"cannot decode image '.*00007\.png' .*; remove or replace the file",
+    ),
+    (
+        "folder-mixed-sizes",
+        lambda t, p, x, y, h: ingest_folder(
+            _mixed_size_folder(p, x, y, h["png"]), t, overwrite=True, progress=False, shuffle=False
+        ),
+        ShapeError,
+        r"image '.*99/00000\.png' is 5×5 \(H×W\) but the first image is 8×8; pass size=\(H, W\)",
+    ),
 ]
 
 
@@ -207,35 +316,90 @@ def _flip_byte(path, key):
 
 # id, damage(path, images, labels), error type, message pattern
 OPEN_CASES = [
-    ("missing", lambda p, x, y: p.with_name("elsewhere.zarr"),
-     DatasetNotFoundError, r"'.*elsewhere\.zarr' does not exist; check the path or create the dataset"),
-    ("plain-zarr-group", lambda p, x, y: _rewrite(p, lambda g: g.attrs.__delitem__("bptdask")),
-     DatasetFormatError, r"is a Zarr group but not a bptdask dataset \(it has no 'bptdask' attribute\)"),
-    ("single-array", lambda p, x, y: _replace_with_array(p, x),
-     DatasetFormatError, r"is a single Zarr array, not a bptdask dataset group"),
-    ("missing-labels", lambda p, x, y: _rewrite(p, lambda g: g.__delitem__("labels")),
-     DatasetFormatError, r"has no 'labels' array \(it holds \['images', 'split'\]\); re-ingest it"),
-    ("float-images", lambda p, x, y: _rewrite(
-        p, lambda g: _replace_array(g, "images", x.astype("float32"), (16, 1, 8, 8))),
-     DatasetFormatError, r"'images' has dtype float32, the format needs uint8"),
-    ("short-labels", lambda p, x, y: _rewrite(p, lambda g: _replace_array(g, "labels", y[:-1], (16,))),
-     DatasetFormatError, r"'labels' has shape \(39,\) but 'images' holds 40 samples"),
-    ("chunk-mismatch", lambda p, x, y: _rewrite(p, lambda g: _replace_array(g, "labels", y, (8,))),
-     DatasetFormatError, r"chunked differently along samples \(chunk/shard: images 16/16, labels 8/8"),
-    ("chunked-along-height", lambda p, x, y: _rewrite(p, lambda g: _replace_array(g, "images", x, (16, 1, 4, 8))),
-     DatasetFormatError, r"'images' is chunked \(16, 1, 4, 8\), but the format chunks along samples only"),
-    ("label-beyond-classes", lambda p, x, y: _rewrite(p, lambda g: _set_meta(g, classes=["zero", "one"])),
-     DatasetFormatError, r"label \d of sample \d+ is outside \[0, 1\] for its 2 classes; re-ingest with classes"),
-    ("bad-mean", lambda p, x, y: _rewrite(p, lambda g: _set_meta(g, mean=[0.1, 0.2, 0.3])),
-     DatasetFormatError, r"has mean \[0\.1, 0\.2, 0\.3\]; it needs 1 finite numbers"),
-    ("incomplete", lambda p, x, y: _rewrite(p, lambda g: _set_meta(g, complete=False)),
-     IncompleteDatasetError, r"is incomplete: its ingest was interrupted or is still running; re-run"),
-    ("newer-format", lambda p, x, y: _rewrite(p, lambda g: _set_meta(g, format_version=99)),
-     DatasetVersionError, r"written in dataset format 99, newer than format 1 .* upgrade bptdask"),
-    ("missing-chunk", lambda p, x, y: (p / "images" / "c" / "1" / "0" / "0" / "0").unlink(),
-     CorruptChunkError, r"1 of 3 chunks of 'images' are missing from the store .* re-ingest"),
-    ("damaged-labels-chunk", lambda p, x, y: _flip_byte(p, "labels/c/2"),
-     CorruptChunkError, r"chunk 2 of 'labels' \(samples 32\.\.39\) is damaged \(Stored and computed checksum"),
+    (
+        "missing",
+        lambda p, x, y: p.with_name("elsewhere.zarr"),
+        DatasetNotFoundError,
+        r"'.*elsewhere\.zarr' does not exist; check the path or create the dataset",
+    ),
+    (
+        "plain-zarr-group",
+        lambda p, x, y: _rewrite(p, lambda g: g.attrs.__delitem__("bptdask")),
+        DatasetFormatError,
+        r"is a Zarr group but not a bptdask dataset \(it has no 'bptdask' attribute\)",
+    ),
+    (
+        "single-array",
+        lambda p, x, y: _replace_with_array(p, x),
+        DatasetFormatError,
+        r"is a single Zarr array, not a bptdask dataset group",
+    ),
+    (
+        "missing-labels",
+        lambda p, x, y: _rewrite(p, lambda g: g.__delitem__("labels")),
+        DatasetFormatError,
+        r"has no 'labels' array \(it holds \['images', 'split'\]\); re-ingest it",
+    ),
+    (
+        "float-images",
+        lambda p, x, y: _rewrite(p, lambda g: _replace_array(g, "images", x.astype("float32"), (16, 1, 8, 8))),
+        DatasetFormatError,
+        r"'images' has dtype float32, the format needs uint8",
+    ),
+    (
+        "short-labels",
+        lambda p, x, y: _rewrite(p, lambda g: _replace_array(g, "labels", y[:-1], (16,))),
+        DatasetFormatError,
+        r"'labels' has shape \(39,\) but 'images' holds 40 samples",
+    ),
+    (
+        "chunk-mismatch",
+        lambda p, x, y: _rewrite(p, lambda g: _replace_array(g, "labels", y, (8,))),
+        DatasetFormatError,
+        r"chunked differently along samples \(chunk/shard: images 16/16, labels 8/8",
+    ),
+    (
+        "chunked-along-height",
+        lambda p, x, y: _rewrite(p, lambda g: _replace_array(g, "images", x, (16, 1, 4, 8))),
+        DatasetFormatError,
+        r"'images' is chunked \(16, 1, 4, 8\), but the format chunks along samples only",
+    ),
+    (
+        "label-beyond-classes",
+        lambda p, x, y: _rewrite(p, lambda g: _set_meta(g, classes=["zero", "one"])),
+        DatasetFormatError,
+        r"label \d of sample \d+ is outside \[0, 1\] for its 2 classes; re-ingest with classes",
+    ),
+    (
+        "bad-mean",
+        lambda p, x, y: _rewrite(p, lambda g: _set_meta(g, mean=[0.1, 0.2, 0.3])),
+        DatasetFormatError,
+        r"has mean \[0\.1, 0\.2, 0\.3\]; it needs 1 finite numbers",
+    ),
+    (
+        "incomplete",
+        lambda p, x, y: _rewrite(p, lambda g: _set_meta(g, complete=False)),
+        IncompleteDatasetError,
+        r"is incomplete: its ingest was interrupted or is still running; re-run",
+    ),
+    (
+        "newer-format",
+        lambda p, x, y: _rewrite(p, lambda g: _set_meta(g, format_version=99)),
+        DatasetVersionError,
+        r"written in dataset format 99, newer than format 1 .* upgrade bptdask",
+    ),
+    (
+        "missing-chunk",
+        lambda p, x, y: (p / "images" / "c" / "1" / "0" / "0" / "0").unlink(),
+        CorruptChunkError,
+        r"1 of 3 chunks of 'images' are missing from the store .* re-ingest",
+    ),
+    (
+        "damaged-labels-chunk",
+        lambda p, x, y: _flip_byte(p, "labels/c/2"),
+        CorruptChunkError,
+        r"chunk 2 of 'labels' \(samples 32\.\.39\) is damaged \(Stored and computed checksum",
+    ),
 ]
 
 
@@ -249,7 +413,7 @@ def test_open_rejects_a_broken_store(case, existing):
 
 
 def test_a_damaged_images_chunk_is_named_on_read_and_by_verify(existing):
-    path, images, labels = existing
+    path, images, _labels = existing
     dataset = open_dataset(path)
     _flip_byte(path, "images/c/1/0/0/0")
     np.testing.assert_array_equal(dataset.read(0)[0], images[:16])

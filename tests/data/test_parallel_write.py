@@ -77,9 +77,12 @@ def _open_in_worker(path, chunk):
 def test_distributed_workers_write_and_read_from_the_path_alone(tmp_path, mnist):
     distributed = pytest.importorskip("distributed")
     images, labels = mnist
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         dataset = ingest(
             da.from_array(images, chunks=(70, 1, 28, 28)), labels, tmp_path / "d.zarr", chunk_size=50, shard_size=100
         )
@@ -96,9 +99,10 @@ def test_distributed_workers_write_and_read_from_the_path_alone(tmp_path, mnist)
 def test_in_process_cluster_writes(tmp_path, small):
     distributed = pytest.importorskip("distributed")
     images, labels = small
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None
-    ) as cluster, distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
         lazy_images, lazy_labels = da.from_array(images, chunks=33), da.from_array(labels, chunks=77)
         dataset = ingest(lazy_images, lazy_labels, tmp_path / "d.zarr", chunk_size=16)
     np.testing.assert_array_equal(dataset.read(0, dataset.num_chunks)[0], images)

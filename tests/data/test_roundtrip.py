@@ -159,7 +159,8 @@ def test_folder_resizes_and_converts_colour(tmp_path, write_png_folder):
 
 
 @pytest.mark.parametrize(
-    "name, loader, shape", [("mnist-sample", mnist_sample, (5000, 1, 28, 28)), ("digits", digits, (1797, 1, 8, 8))]
+    ("name", "loader", "shape"),
+    [("mnist-sample", mnist_sample, (5000, 1, 28, 28)), ("digits", digits, (1797, 1, 8, 8))],
 )
 def test_packaged_datasets(tmp_path, name, loader, shape):
     dataset = ingest_builtin(name, tmp_path / f"{name}.zarr", seed=4)

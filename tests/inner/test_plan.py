@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from bptdask.errors import ConfigurationError
@@ -38,7 +40,7 @@ def test_micro_batches_cover_the_batch_evenly(batch, parts, sizes):
     bounds = micro_batch_bounds(batch, parts)
     assert [b - a for a, b in bounds] == sizes
     assert bounds[0][0] == 0 and bounds[-1][1] == batch
-    assert all(prev[1] == nxt[0] for prev, nxt in zip(bounds, bounds[1:]))
+    assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(bounds))
 
 
 def test_micro_batch_count_depends_on_batch_size_only():
@@ -51,12 +53,15 @@ def test_every_task_once_and_dependencies_as_specified():
     plan = make_plan(lenet5(), 128, optimizer=OPT)
     m_count, k_count = 4, 4
     expected = (
-        {("x", m) for m in range(m_count)} | {("y", m) for m in range(m_count)}
+        {("x", m) for m in range(m_count)}
+        | {("y", m) for m in range(m_count)}
         | {("forward", k, m) for k in range(k_count) for m in range(m_count)}
         | {("backward", k, m) for k in range(k_count) for m in range(m_count)}
         | {("weight_grad", k, m) for k in range(k_count) for m in range(m_count)}
         | {("loss", m) for m in range(m_count)}
-        | {("reduce", k) for k in range(k_count)} | {("update", k) for k in range(k_count)} | {"loss"}
+        | {("reduce", k) for k in range(k_count)}
+        | {("update", k) for k in range(k_count)}
+        | {"loss"}
     )
     assert set(plan.graph) == expected
     deps = plan.dependencies
@@ -96,7 +101,13 @@ def test_critical_path_on_a_hand_checked_graph():
     #   a(1) -> b(5) -> d(1)
     #   a(1) -> c(2) -> d(1)
     #   e(10)           (independent)
-    deps = {"a": frozenset(), "b": frozenset({"a"}), "c": frozenset({"a"}), "d": frozenset({"b", "c"}), "e": frozenset()}
+    deps = {
+        "a": frozenset(),
+        "b": frozenset({"a"}),
+        "c": frozenset({"a"}),
+        "d": frozenset({"b", "c"}),
+        "e": frozenset(),
+    }
     costs = {"a": 1.0, "b": 5.0, "c": 2.0, "d": 1.0, "e": 10.0}
     assert critical_path_priority(deps, costs) == {"a": 7.0, "b": 6.0, "c": 3.0, "d": 1.0, "e": 10.0}
 

@@ -11,9 +11,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from bptdask.errors import ShapeError
 from bptdask.inner import run_plan, train_step
+from bptdask.inner.step import cached_plan, step_inputs
 from bptdask.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from bptdask.model import Sequential
-from bptdask.inner.step import cached_plan, step_inputs
 from bptdask.models import lenet5, vgg_small
 from bptdask.optim import SGD
 
@@ -28,7 +28,9 @@ def _problem(model, batch, dtype, seed=0):
 
 def _without_dropout(model):
     """The sequential step cannot replay the graph's per-micro-batch dropout draws."""
-    return Sequential([layer for layer in model.layers if not isinstance(layer, Dropout)], input_shape=model.input_shape)
+    return Sequential(
+        [layer for layer in model.layers if not isinstance(layer, Dropout)], input_shape=model.input_shape
+    )
 
 
 def _state(params):
@@ -38,13 +40,27 @@ def _state(params):
 
 @pytest.mark.parametrize(
     ("build", "batch"),
-    [(lambda: lenet5(dropout=0), 64), (lambda: lenet5(dropout=0), 37),
-     (lambda: _without_dropout(vgg_small(input_shape=(3, 16, 16), width=8)), 24),
-     (lambda: Sequential(
-         [AvgPool2D(2, stride=1), Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(3, stride=2), Flatten(),
-          Dense(5), ReLU(), Dense(4)],
-         input_shape=(2, 9, 9),
-     ), 20)],
+    [
+        (lambda: lenet5(dropout=0), 64),
+        (lambda: lenet5(dropout=0), 37),
+        (lambda: _without_dropout(vgg_small(input_shape=(3, 16, 16), width=8)), 24),
+        (
+            lambda: Sequential(
+                [
+                    AvgPool2D(2, stride=1),
+                    Conv2D(3, 3, padding=1),
+                    ReLU(),
+                    MaxPool2D(3, stride=2),
+                    Flatten(),
+                    Dense(5),
+                    ReLU(),
+                    Dense(4),
+                ],
+                input_shape=(2, 9, 9),
+            ),
+            20,
+        ),
+    ],
     ids=["lenet5-64", "lenet5-37", "vgg-small-24", "leading-pool-overlapping-windows-20"],
 )
 def test_graph_step_equals_sequential_step_in_float64(build, batch):
@@ -94,10 +110,10 @@ def test_dask_threaded_scheduler_runs_the_same_graph():
     ours = run_plan(plan, inputs, n_threads=2)
     with threadpool_limits(limits=1, user_api="blas"):
         values = dask.threaded.get({**plan.graph, **inputs}, list(plan.outputs), num_workers=2)
-    theirs = dict(zip(plan.outputs, values))
+    theirs = dict(zip(plan.outputs, values, strict=True))
     assert ours["loss"] == theirs["loss"]
     for stage in plan.stages:
-        for mine, reference in zip(ours[("update", stage.index)], theirs[("update", stage.index)]):
+        for mine, reference in zip(ours[("update", stage.index)], theirs[("update", stage.index)], strict=True):
             for name in mine:
                 assert np.array_equal(mine[name], reference[name]), name
 
@@ -127,7 +143,9 @@ def test_parameters_of_the_wrong_shape_are_rejected():
     model = lenet5(dropout=0)
     params, x, y = _problem(model, 32, "float32")
     params["3.weight"] = params["3.weight"][:, :, :4, :4]
-    with pytest.raises(ShapeError, match=r"parameter '3.weight' has shape \(50, 20, 4, 4\), the model needs \(50, 20, 5, 5\)"):
+    with pytest.raises(
+        ShapeError, match=r"parameter '3.weight' has shape \(50, 20, 4, 4\), the model needs \(50, 20, 5, 5\)"
+    ):
         train_step(model, params, SGD(lr=0.1).init_state(params), x, y, optimizer=OPT, n_threads=2)
 
 

@@ -46,8 +46,11 @@ def _batch_last_shape(shape):
 def _forward(xp, case, x, weight, bias):
     """Convolution of a batch ``(N, C, H, W)``: output ``(N, O, OH, OW)`` and the columns."""
     y, col = kernels.conv2d_forward(
-        _image(xp, x), xp.asarray(weight), None if bias is None else xp.asarray(bias),
-        stride=case.stride, padding=case.padding,
+        _image(xp, x),
+        xp.asarray(weight),
+        None if bias is None else xp.asarray(bias),
+        stride=case.stride,
+        padding=case.padding,
     )
     return kernels.batch_first(y), col
 
@@ -56,8 +59,13 @@ def _backward(xp, case, x, weight, dy, **options):
     """``(dx (N, C, H, W) or None, dweight, dbias)`` for ``dy`` ``(N, O, OH, OW)``."""
     _, col = _forward(xp, case, x, weight, None)
     dx, dweight, dbias = kernels.conv2d_backward(
-        _image(xp, dy), col, xp.asarray(weight), _batch_last_shape(x.shape),
-        stride=case.stride, padding=case.padding, **options,
+        _image(xp, dy),
+        col,
+        xp.asarray(weight),
+        _batch_last_shape(x.shape),
+        stride=case.stride,
+        padding=case.padding,
+        **options,
     )
     return (None if dx is None else kernels.batch_first(dx)), dweight, dbias
 
@@ -190,7 +198,7 @@ def test_conv_kernels_leave_inputs_unchanged(xp):
     arrays = [_image(xp, x), xp.asarray(weight), xp.asarray(bias), _image(xp, dy)]
     before = [to_numpy(a).copy() for a in arrays]
     x, weight, bias, dy = arrays
-    y, col = kernels.conv2d_forward(x, weight, bias, stride=case.stride, padding=case.padding)
+    _y, col = kernels.conv2d_forward(x, weight, bias, stride=case.stride, padding=case.padding)
     col_before = to_numpy(col).copy()
     kernels.conv2d_backward(dy, col, weight, x.shape, stride=case.stride, padding=case.padding)
     kernels.col2im(col, x.shape, case.stride, case.padding)

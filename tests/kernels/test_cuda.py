@@ -95,7 +95,7 @@ def test_fused_sgd_equals_the_generic_update(dtype, nesterov):
     fast = kernels.sgd_momentum_update(param, grad, velocity, **options)
     with generic_kernels():
         generic = kernels.sgd_momentum_update(param, grad, velocity, **options)
-    for got, want in zip(fast, generic):
+    for got, want in zip(fast, generic, strict=True):
         assert got.dtype == want.dtype
         assert_allclose(got, to_numpy(want), dtype=dtype)
 

@@ -65,8 +65,11 @@ def library(tmp_path_factory):
     source, binary = directory / "kernels.cpp", directory / "kernels.so"
     source.write_text(
         HARNESS.format(
-            group=cuda.BATCH_GROUP, im2col=cuda._IM2COL, col2im=cuda._COL2IM,
-            pool_forward=cuda._MAX_POOL_FORWARD, pool_backward=cuda._MAX_POOL_BACKWARD,
+            group=cuda.BATCH_GROUP,
+            im2col=cuda._IM2COL,
+            col2im=cuda._COL2IM,
+            pool_forward=cuda._MAX_POOL_FORWARD,
+            pool_backward=cuda._MAX_POOL_BACKWARD,
         )
     )
     subprocess.run([COMPILER, "-O1", "-shared", "-fPIC", "-o", str(binary), str(source)], check=True)
@@ -79,11 +82,13 @@ def _pointer(array: np.ndarray):
 
 # (C, H, W, N, window, stride, padding): N spans batch groups with and without a remainder.
 CONV_CASES = [
-    case for case in itertools.product([1, 3], [5, 8], [4, 7], [1, 4, 6], [1, 2, 3], [1, 2], [0, 1, 2])
+    case
+    for case in itertools.product([1, 3], [5, 8], [4, 7], [1, 4, 6], [1, 2, 3], [1, 2], [0, 1, 2])
     if case[1] + 2 * case[6] >= case[4] and case[2] + 2 * case[6] >= case[4]
 ]
 POOL_CASES = [
-    case for case in itertools.product([1, 3], [5, 8], [4, 7], [1, 5], [1, 2, 3], [1, 2, 3])
+    case
+    for case in itertools.product([1, 3], [5, 8], [4, 7], [1, 5], [1, 2, 3], [1, 2, 3])
     if case[4] <= min(case[1], case[2])
 ]
 

@@ -38,8 +38,9 @@ def test_softmax_cross_entropy_matches_naive(xp, tol, dtype, batch):
     assert float(loss) == pytest.approx(want_loss, rel=tol(dtype)["rtol"], abs=tol(dtype)["atol"])
     assert_allclose(dlogits, want_grad, dtype=dtype)
     assert_allclose(kernels.softmax(xp.asarray(logits)), want_prob, dtype=dtype)
-    assert_allclose(kernels.log_softmax(xp.asarray(logits)), np.log(np.maximum(want_prob, 1e-300)),
-                    dtype=dtype, scale=10)
+    assert_allclose(
+        kernels.log_softmax(xp.asarray(logits)), np.log(np.maximum(want_prob, 1e-300)), dtype=dtype, scale=10
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -80,8 +80,9 @@ def test_sgd_optimizer_updates_every_parameter_without_touching_inputs():
     new_params, new_state = optimizer.update(params, grads, state)
     assert set(new_params) == set(new_state) == set(params)
     for name in params:
-        expected = reference.torch_sgd_steps(params[name], [grads[name]], lr=0.05, momentum=0.9,
-                                             weight_decay=0.01, nesterov=True)[0]
+        expected = reference.torch_sgd_steps(
+            params[name], [grads[name]], lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True
+        )[0]
         np.testing.assert_allclose(new_params[name], expected, rtol=1e-12)
         np.testing.assert_array_equal(state[name], 0.0)
         np.testing.assert_array_equal(params[name], snapshot[name])

@@ -174,7 +174,10 @@ def test_pool_gradients_match_directional_derivative(xp, case):
     ):
         numerical, analytic = directional_check(
             lambda point, forward=forward: float((to_numpy(forward(point["x"])) * dy).sum()),
-            {"x": x}, {"x": to_numpy(grad)}, rng, eps=1e-7,
+            {"x": x},
+            {"x": to_numpy(grad)},
+            rng,
+            eps=1e-7,
         )
         assert numerical == pytest.approx(analytic, rel=1e-6, abs=1e-8)
 

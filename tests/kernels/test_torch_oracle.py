@@ -113,7 +113,8 @@ def _torch_network(model, params, dropout_draws=()):
     """A float64 ``torch.nn.Sequential`` like ``model``; its dropouts replay ``dropout_draws``."""
     replayed = {
         i: ReplayedDropout(layer.p, list(dropout_draws))
-        for i, layer in enumerate(model.layers) if isinstance(layer, layers.Dropout)
+        for i, layer in enumerate(model.layers)
+        if isinstance(layer, layers.Dropout)
     }
     return torch_network(model, params, dtype=torch.float64, modules=replayed)
 

@@ -50,8 +50,12 @@ def start(update="agwu", *, workers=("a", "b"), epochs=2, clock=None, **options)
         epochs=epochs, seed=0, chunks_per_round=4, update=update, **{k: v for k, v in options.items() if k in fields}
     )
     coordinator = TrainingCoordinator(
-        model.init_params(0), config, chunk_sizes=chunk_sizes(400, CHUNK), worker_names=workers,
-        clock=clock or Clock(), **{k: v for k, v in options.items() if k not in fields},
+        model.init_params(0),
+        config,
+        chunk_sizes=chunk_sizes(400, CHUNK),
+        worker_names=workers,
+        clock=clock or Clock(),
+        **{k: v for k, v in options.items() if k not in fields},
     )
     return model, coordinator
 
@@ -158,7 +162,7 @@ def test_a_lost_workers_part_is_handed_to_another_worker():
     assert coordinator.push(part_a.part, delta, base_version=0, seconds=0.1).accepted
     with pytest.raises(ProtocolError, match=r"no part \('a', 7, 0\) was handed out"):
         coordinator.push(PartKey("a", 7, 0), delta, base_version=0, seconds=0.1)
-    with pytest.raises(ProtocolError, match="'b' was dropped .* join under a new name"):
+    with pytest.raises(ProtocolError, match=r"'b' was dropped .* join under a new name"):
         coordinator.add_worker("b")
     assert coordinator.lose_worker("never-seen") == 0 and coordinator.lose_worker("b") == 0
 

@@ -147,7 +147,9 @@ def test_tasks_still_running_a_call_timeout_after_the_end_are_stopped():
 
 def test_a_diverged_run_fails_once_its_tasks_have_ended():
     state, _ = machine(workers=(A,))
-    actions = state.handle(polled(present=(A,), finished=True, failure="3 updates held NaN"), TaskFinished(A, WorkerSummary(A)))
+    actions = state.handle(
+        polled(present=(A,), finished=True, failure="3 updates held NaN"), TaskFinished(A, WorkerSummary(A))
+    )
     error = error_of(actions)
     assert isinstance(error, TrainingDivergedError) and str(error) == "3 updates held NaN"
 
@@ -231,9 +233,22 @@ def test_the_final_report_counts_merges_a_worker_saw_after_the_checkpoint():
 
 def coordinator_report(seen_version=0):
     return RunReport(
-        epochs_done=1, epoch_ends=[1.0], seconds=1.0, version=0, generation=0, rounds=[], workers={},
-        merges=MergeLog(), evaluations=[], rejected=0, invalid=0, failure=None, dropped={},
-        checkpoints=CheckpointStatus(), restored_version=None, seen_version=seen_version,
+        epochs_done=1,
+        epoch_ends=[1.0],
+        seconds=1.0,
+        version=0,
+        generation=0,
+        rounds=[],
+        workers={},
+        merges=MergeLog(),
+        evaluations=[],
+        rejected=0,
+        invalid=0,
+        failure=None,
+        dropped={},
+        checkpoints=CheckpointStatus(),
+        restored_version=None,
+        seen_version=seen_version,
     )
 
 

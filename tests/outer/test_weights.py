@@ -121,7 +121,7 @@ def test_pushes_must_match_the_weights_and_the_version():
         push(server, "a", 0, 0, {"0.weight": np.zeros((3, 2))})
     with pytest.raises(ShapeError, match=r"delta '0.bias' of push \('a', 0, 0\) has shape \(4,\), weight has \(3,\)"):
         push(server, "a", 0, 0, {**zeros(), "0.bias": np.zeros(4)})
-    with pytest.raises(ConfigurationError, match="base_version=3 is outside 0..0"):
+    with pytest.raises(ConfigurationError, match=r"base_version=3 is outside 0..0"):
         push(server, "a", 0, 0, zeros(), base_version=3)
     with pytest.raises(ConfigurationError, match="n_samples=70 exceeds round_samples=60"):
         push(server, "a", 0, 0, zeros(), n_samples=70)
