@@ -28,7 +28,7 @@ from outer import mnist, scorer
 
 import bptdask
 from bptdask.cluster import fit_on_cluster, worker_addresses
-from bptdask.outer.config import RunConfig
+from bptdask.outer.run_config import RunConfig
 
 
 class Chaos:

@@ -31,8 +31,8 @@ from distributed import Client, LocalCluster, get_worker
 import bptdask
 from bptdask import datasets
 from bptdask.cluster import fit_on_cluster, simulate_slowdown, worker_addresses
-from bptdask.outer.config import RunConfig
 from bptdask.outer.protocol import PartKey
+from bptdask.outer.run_config import RunConfig
 from bptdask.outer.weights import WeightServer
 
 SLOWDOWNS = (1.0, 2.0, 4.0)

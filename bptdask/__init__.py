@@ -26,7 +26,7 @@ _EXPORTS = {
     "ingest_builtin": "bptdask.data",
     "open_dataset": "bptdask.data",
     "Dataset": "bptdask.data",
-    "RunConfig": "bptdask.outer.config",
+    "RunConfig": "bptdask.outer.run_config",
     "RunReport": "bptdask.report",
     "fit_on_cluster": "bptdask.cluster",
 }
@@ -69,6 +69,6 @@ if TYPE_CHECKING:
     from bptdask.inner import train_step
     from bptdask.model import Sequential
     from bptdask.optim import SGD
-    from bptdask.outer.config import RunConfig
+    from bptdask.outer.run_config import RunConfig
     from bptdask.report import RunReport
     from bptdask.serialize import load_model, save_model

@@ -25,7 +25,7 @@ from bptdask.inner.runner import available_cores
 from bptdask.model import Sequential
 from bptdask.models import build
 from bptdask.optim import SGD
-from bptdask.outer.config import RunConfig
+from bptdask.outer.run_config import RunConfig
 from bptdask.params import ParamsMixin
 from bptdask.preprocess import channel_stats, check_images, check_targets, normalize
 from bptdask.report import Evaluation
@@ -84,7 +84,7 @@ class BPTClassifier(ParamsMixin):
         On a cluster with ``fit(..., checkpoint=DIR)``: merges between checkpoints.
     worker_timeout : float, default 60
         On a cluster: seconds a worker may hold a part without a word before it is
-        treated as lost (frozen); see :class:`bptdask.outer.config.RunConfig`.
+        treated as lost (frozen); see :class:`bptdask.outer.run_config.RunConfig`.
     verbose : bool, default False
         Show progress bars and per-epoch lines.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from bptdask._typing import Params
 from bptdask.backend import array_namespace
@@ -50,10 +50,6 @@ class SGD:
                 nesterov=self.nesterov,
             )
         return new_params, new_state
-
-    def with_lr(self, lr: float) -> SGD:
-        """The same optimizer with another learning rate (for schedules)."""
-        return replace(self, lr=lr)
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:

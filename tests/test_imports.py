@@ -26,7 +26,7 @@ LIGHT_MODULES = [
     "bptdask.models",
     "bptdask.inner",
     "bptdask.report",
-    "bptdask.outer.config",
+    "bptdask.outer.run_config",
     "bptdask.outer.partition",
     "bptdask.outer.weights",
     "bptdask.outer.supervisor",

@@ -21,7 +21,7 @@ from bptdask.data import Dataset
 from bptdask.errors import ConfigurationError
 from bptdask.model import Sequential
 from bptdask.outer.checkpoint import resume_run
-from bptdask.outer.config import RunConfig, describe_run
+from bptdask.outer.run_config import RunConfig, describe_run
 from bptdask.outer.supervisor import SupervisorState
 from bptdask.report import Evaluation, RunReport
 

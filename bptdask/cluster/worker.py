@@ -13,7 +13,7 @@ from bptdask.cluster.simulation import SIMULATION_PLUGIN
 from bptdask.data import Dataset
 from bptdask.errors import ClusterTrainingError
 from bptdask.model import Sequential
-from bptdask.outer.config import RunConfig
+from bptdask.outer.run_config import RunConfig
 from bptdask.outer.worker_loop import PartTrainer, run_worker
 from bptdask.report import WorkerSummary
 

@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from bptdask.errors import ConfigurationError
+from bptdask.validation import check_integer
 
 
 def num_test_samples(num_samples: int, test_size: float | int) -> int:
@@ -37,8 +38,7 @@ def num_test_samples(num_samples: int, test_size: float | int) -> int:
 
 def draw_test_mask(num_samples: int, num_test: int, seed: int) -> np.ndarray:
     """Boolean ``(num_samples,)``, True for the ``num_test`` test samples drawn with ``seed``."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ConfigurationError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_integer("seed", seed)
     mask = np.zeros(num_samples, dtype=bool)
-    mask[np.random.default_rng(int(seed)).choice(num_samples, size=num_test, replace=False)] = True
+    mask[np.random.default_rng(seed).choice(num_samples, size=num_test, replace=False)] = True
     return mask

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import numbers
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -41,6 +40,7 @@ from bptdask.data.format import (
 from bptdask.data.location import Location
 from bptdask.data.split import draw_test_mask, num_test_samples
 from bptdask.errors import ConfigurationError, DataError
+from bptdask.validation import check_integer
 
 
 @dataclass(frozen=True)
@@ -211,18 +211,12 @@ def _progress(total: int, *, description: str, enabled: bool) -> Iterator[None]:
         bar.update(total - bar.n)
 
 
-def _positive_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive number of samples, got {value!r}")
-    return int(value)
-
-
 def _check_sizes(chunk_size: int, shard_size: int | None) -> int:
     """The write unit: samples per shard, or per chunk when the arrays are not sharded."""
-    chunk_size = _positive_count("chunk_size", chunk_size)
+    chunk_size = check_integer("chunk_size", chunk_size, minimum=1)
     if shard_size is None:
         return chunk_size
-    shard_size = _positive_count("shard_size", shard_size)
+    shard_size = check_integer("shard_size", shard_size, minimum=1)
     if shard_size % chunk_size:
         raise ConfigurationError(
             f"shard_size {shard_size} is not a multiple of chunk_size {chunk_size}; "

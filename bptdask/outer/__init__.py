@@ -1,6 +1,6 @@
 """The outer layer as plain Python: no Dask in here (``cluster`` runs it on a cluster).
 
-- :mod:`~bptdask.outer.config`: :class:`~bptdask.outer.config.RunConfig`, every setting of a run;
+- :mod:`~bptdask.outer.run_config`: :class:`~bptdask.outer.run_config.RunConfig`, every setting of a run;
 - :mod:`~bptdask.outer.allocation`: IDPA's arithmetic (measured powers, the proportional split);
 - :mod:`~bptdask.outer.partition`: one epoch's chunks handed out in rounds (work pulling, stealing, losses);
 - :mod:`~bptdask.outer.schedule`: which epochs are open and which part a free worker trains next;

@@ -14,7 +14,7 @@ as one float64 table (``merges``, a row per merge, columns
 document in the group's attributes: the version, generation, completed epochs, the
 completed chunks of every open epoch (IDPA state), the workers' measured powers, epoch
 end times, scores, the seed, and the description of the run
-(:func:`~bptdask.outer.config.describe_run`: architecture, settings, chunk sizes) that a
+(:func:`~bptdask.outer.run_config.describe_run`: architecture, settings, chunk sizes) that a
 resume must match (:meth:`CheckpointStore.resume`). Nothing is pickled. Loading reads
 only Zarr v3 arrays of numeric dtypes through a fixed list of codecs, so a file can
 never run code; anything else is refused.
@@ -46,7 +46,7 @@ from zarr.storage import LocalStore
 from bptdask._typing import Params
 from bptdask.atomic import replacing
 from bptdask.errors import CheckpointError, ConfigurationError
-from bptdask.outer.config import RunConfig
+from bptdask.outer.run_config import RunConfig
 from bptdask.report import MERGE_COLUMNS, CheckpointStatus, Evaluation, MergeLog
 from bptdask.validation import check_integer
 
@@ -65,7 +65,7 @@ class CheckpointState:
 
     ``open_epochs`` maps each epoch still running to the chunks completed in it;
     ``powers`` each worker's measured samples/s; ``run`` the run's JSON description
-    (:func:`~bptdask.outer.config.describe_run`) and ``seed`` its seed; ``counts`` the
+    (:func:`~bptdask.outer.run_config.describe_run`) and ``seed`` its seed; ``counts`` the
     run's elapsed milliseconds and its rejected and invalid pushes.
     """
 
@@ -152,7 +152,7 @@ class CheckpointStore:
         Raises
         ------
         CheckpointError
-            When the checkpoint is of another run (:func:`~bptdask.outer.config.describe_run`
+            When the checkpoint is of another run (:func:`~bptdask.outer.run_config.describe_run`
             differs): another model, other settings or another dataset.
         """
         state = self.latest()
@@ -357,7 +357,7 @@ def resume_run(
         The run's checkpoint directory, if it has one.
     config : RunConfig
     run : dict
-        The run's description (:func:`~bptdask.outer.config.describe_run`).
+        The run's description (:func:`~bptdask.outer.run_config.describe_run`).
 
     Returns
     -------

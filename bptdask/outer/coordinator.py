@@ -32,9 +32,9 @@ from bptdask._typing import Params
 from bptdask.errors import ProtocolError
 from bptdask.outer.allocation import PowerEstimator
 from bptdask.outer.checkpoint import CheckpointState, CheckpointStore, CheckpointWriter
-from bptdask.outer.config import RunConfig
 from bptdask.outer.partition import EpochPlan, Part
 from bptdask.outer.protocol import Assignment, EpochWeights, PartKey, Progress, PushResult
+from bptdask.outer.run_config import RunConfig
 from bptdask.outer.schedule import EpochSchedule
 from bptdask.outer.weights import WeightServer
 from bptdask.report import CheckpointStatus, Evaluation, RoundReport, RunReport, WorkerTotals

@@ -33,7 +33,6 @@ read and update; nothing here does I/O.
 
 from __future__ import annotations
 
-import numbers
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,8 +43,8 @@ import numpy as np
 from bptdask._typing import Params
 from bptdask.backend import to_numpy
 from bptdask.errors import ConfigurationError, DataError, ProtocolError, ShapeError
-from bptdask.outer.config import RunConfig
 from bptdask.outer.protocol import PartKey, PushResult
+from bptdask.outer.run_config import RunConfig
 from bptdask.report import MergeLog, MergeRecord
 from bptdask.validation import check_integer
 
@@ -222,9 +221,7 @@ class WeightServer:
             return MergeLog.from_table(*self._merges.to_table())
 
     def _staleness(self, base_version: int) -> int:
-        if isinstance(base_version, bool) or not isinstance(base_version, numbers.Integral):
-            raise ConfigurationError(f"base_version must be an integer, got {base_version!r}")
-        if not 0 <= base_version <= self._version:
+        if not 0 <= check_integer("base_version", base_version) <= self._version:
             raise ConfigurationError(
                 f"base_version={base_version} is outside 0..{self._version} (the server's version); "
                 "pass the version that pull() returned"

@@ -24,8 +24,8 @@ from bptdask.backend import to_device, to_numpy
 from bptdask.errors import ClusterTrainingError, TrainingDivergedError
 from bptdask.local import train_epoch
 from bptdask.model import Sequential
-from bptdask.outer.config import RunConfig
 from bptdask.outer.protocol import Assignment, PartKey, PushResult
+from bptdask.outer.run_config import RunConfig
 from bptdask.preprocess import normalize
 from bptdask.report import WorkerSummary
 

@@ -12,7 +12,7 @@ import pytest
 import bptdask
 from bptdask import BPTClassifier
 from bptdask.cluster import fit_on_cluster, simulate_slowdown, worker_addresses
-from bptdask.outer.config import RunConfig
+from bptdask.outer.run_config import RunConfig
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -28,7 +28,7 @@ import bptdask
 from bptdask.cluster import ClusterTrainingError, fit_on_cluster, simulate_divergence, worker_addresses
 from bptdask.errors import TrainingDivergedError
 from bptdask.outer.checkpoint import CheckpointStore
-from bptdask.outer.config import RunConfig
+from bptdask.outer.run_config import RunConfig
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -179,7 +179,7 @@ import sys
 from distributed import Client
 import bptdask
 from bptdask.cluster import fit_on_cluster
-from bptdask.outer.config import RunConfig
+from bptdask.outer.run_config import RunConfig
 
 scheduler, data, checkpoint = sys.argv[1:]
 with Client(scheduler) as client:

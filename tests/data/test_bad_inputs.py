@@ -123,7 +123,7 @@ INGEST_CASES = [
         "zero-chunk",
         lambda t, p, x, y, h: ingest(x, y, t, chunk_size=0, overwrite=True),
         ConfigurationError,
-        r"chunk_size must be a positive number of samples, got 0",
+        r"chunk_size must be an integer >= 1, got 0",
     ),
     (
         "shard-not-multiple",

@@ -31,7 +31,7 @@ def test_counts_and_bad_sizes():
     for bad in (10, -1, 1.0, -0.1, True, "0.2", None):
         with pytest.raises(ConfigurationError, match="test_size"):
             num_test_samples(10, bad)
-    with pytest.raises(ConfigurationError, match=r"seed must be a non-negative integer, got -3"):
+    with pytest.raises(ConfigurationError, match=r"seed must be an integer >= 0, got -3"):
         draw_test_mask(10, 2, -3)
 
 

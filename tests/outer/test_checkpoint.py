@@ -22,7 +22,7 @@ from bptdask.outer.checkpoint import (
     load_checkpoint,
     resume_run,
 )
-from bptdask.outer.config import RunConfig, describe_run
+from bptdask.outer.run_config import RunConfig, describe_run
 from bptdask.report import Evaluation, MergeLog, MergeRecord
 
 RUN = {"architecture": {"layers": []}, "settings": {"epochs": 3}, "chunk_sizes": [40] * 10}

@@ -16,10 +16,10 @@ import pytest
 from bptdask import datasets
 from bptdask.errors import ProtocolError
 from bptdask.models import lenet5
-from bptdask.outer.config import RunConfig
 from bptdask.outer.coordinator import TrainingCoordinator
 from bptdask.outer.partition import chunk_sizes
 from bptdask.outer.protocol import PartKey
+from bptdask.outer.run_config import RunConfig
 from bptdask.outer.worker_loop import PartTrainer, run_worker
 from bptdask.preprocess import channel_stats
 

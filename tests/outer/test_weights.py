@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, rule
 
 from bptdask.errors import ConfigurationError, DataError, ProtocolError, ShapeError
-from bptdask.outer.config import RunConfig
 from bptdask.outer.protocol import PartKey
+from bptdask.outer.run_config import RunConfig
 from bptdask.outer.weights import WeightServer
 
 SHAPES = {"0.weight": (3, 2), "0.bias": (3,)}

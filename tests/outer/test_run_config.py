@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bptdask.errors import ConfigurationError
-from bptdask.outer.config import CHUNKS_PER_WORKER_PER_ROUND, RunConfig, describe_run
+from bptdask.outer.run_config import CHUNKS_PER_WORKER_PER_ROUND, RunConfig, describe_run
 
 
 def test_the_defaults_are_the_estimators():
