@@ -3,6 +3,10 @@
 Every error bptdask raises on purpose derives from :class:`BptDaskError` and from the
 builtin exception it resembles, so ``except ValueError`` keeps working for callers that
 do not know about bptdask. Messages quote the offending value and say how to fix it.
+
+:class:`NotFittedError` also subclasses scikit-learn's, which this module does not import
+until the name is first used (scikit-learn takes a second to import; the kernels import
+this module).
 """
 
 from __future__ import annotations
@@ -34,10 +38,6 @@ class CheckpointError(BptDaskError, ValueError):
 
 class TrainingDivergedError(BptDaskError, FloatingPointError):
     """Training produced NaN or infinite updates again and again, and was stopped."""
-
-
-class NotFittedError(BptDaskError, ValueError, AttributeError):
-    """An estimator method that needs learned weights was called before ``fit``."""
 
 
 class DatasetError(BptDaskError, ValueError):
@@ -82,3 +82,19 @@ class CoordinatorLostError(ClusterTrainingError):
 
 class ProtocolError(BptDaskError, RuntimeError):
     """A caller broke the coordinator's protocol (pushed a part never handed out, rejoined under a dropped name)."""
+
+
+def __getattr__(name: str):
+    if name == "NotFittedError":
+        from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+        class NotFittedError(BptDaskError, SklearnNotFittedError):
+            """An estimator method that needs learned weights was called before ``fit``.
+
+            Also scikit-learn's ``NotFittedError`` (a ``ValueError`` and an ``AttributeError``).
+            """
+
+        NotFittedError.__module__, NotFittedError.__qualname__ = __name__, "NotFittedError"
+        globals()["NotFittedError"] = NotFittedError
+        return NotFittedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

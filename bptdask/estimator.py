@@ -1,50 +1,53 @@
-"""``BPTClassifier``: a scikit-learn style estimator over bptdask's training paths.
+"""``BPTClassifier``: a scikit-learn estimator over bptdask's training paths.
 
-``__init__`` only stores its arguments; ``fit`` validates and returns ``self``; learned
-attributes end in ``_``. ``get_params``/``set_params`` (:mod:`bptdask.params`) make
-``sklearn.base.clone`` work without scikit-learn being a dependency.
+It is a real scikit-learn classifier (``BaseEstimator``, ``ClassifierMixin``): ``__init__``
+only stores its arguments, ``fit`` validates and returns ``self``, learned attributes end
+in ``_``, and it works in ``Pipeline``, ``GridSearchCV`` and ``cross_val_score``. With a Dask
+client it trains on the cluster (:func:`bptdask.cluster.fit_on_cluster`), else in this
+process. Pickling, ``copy.deepcopy`` and ``sklearn.base.clone`` drop the client, which
+cannot travel; :attr:`BPTClassifier.client_` resolves it again.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d, validate_data
 
 from bptdask import local
 from bptdask.backend import get_namespace, to_device, to_numpy
 from bptdask.cluster import current_client, fit_on_cluster
-from bptdask.data import Dataset, ingest, open_dataset
+from bptdask.cluster.chunks import persist_chunks, scatter_chunks
+from bptdask.data import Dataset
 from bptdask.errors import ConfigurationError, DataError, NotFittedError
 from bptdask.inner.runner import available_cores
+from bptdask.inputs import LabelledImages, as_dataset, is_dask, is_dataset, is_vectors, labelled_images
 from bptdask.model import Sequential
 from bptdask.models import build
 from bptdask.optim import SGD
 from bptdask.outer.run_config import RunConfig
-from bptdask.params import ParamsMixin
-from bptdask.preprocess import channel_stats, check_images, check_targets, normalize
+from bptdask.predictor import Predictor
+from bptdask.preprocess import check_images, check_targets, normalize
 from bptdask.report import Evaluation
 from bptdask.serialize import load_model, save_model
 from bptdask.validation import check_integer, check_number
 
 
-def _is_dask_array(X) -> bool:
-    return type(X).__module__.split(".")[0] == "dask"
-
-
-class BPTClassifier(ParamsMixin):
+class BPTClassifier(ClassifierMixin, BaseEstimator):
     """A CNN image classifier trained with bptdask.
 
     Parameters
     ----------
     architecture : str, callable or Sequential, default "lenet5"
-        A name from :data:`bptdask.models.ARCHITECTURES`, a callable
-        ``(num_classes=, input_shape=) -> Sequential``, or a ready model.
+        A name from :data:`bptdask.models.ARCHITECTURES` (``"mlp"`` also takes feature
+        vectors ``(N, F)``), a callable ``(num_classes=, input_shape=) -> Sequential``, or
+        a ready model.
     epochs : int, default 10
         Passes over the training data in :meth:`fit`.
     batch_size : int, default 64
@@ -58,13 +61,14 @@ class BPTClassifier(ParamsMixin):
         arrives, damped by staleness (AGWU), or wait for every worker each round and
         average (SGWU, the synchronous baseline).
     client : distributed.Client, optional
-        The cluster to train on. None uses the current Dask client if there is one, else
-        trains in this process.
+        The cluster to train on. None uses the current Dask client if there is one
+        (outside Dask tasks), else trains in this process. Dropped by pickling, deepcopy
+        and clone; :attr:`client_` resolves it.
     merge_weight, staleness_decay, max_staleness
         AGWU's ``α0``, ``γ`` and staleness bound (:class:`bptdask.outer.weights.WeightServer`).
     chunk_size : int, default 256
-        Samples per Zarr chunk when ``fit(X, y)`` writes arrays for a cluster (the unit of
-        IDPA's allocation).
+        Samples per chunk when ``fit(X, y)`` puts arrays on a cluster (the unit of IDPA's
+        allocation).
     target_accuracy : float, optional
         Stop training once the accuracy on ``fit``'s ``validation_data`` reaches this
         (checked after every epoch); without it, train all ``epochs``.
@@ -73,10 +77,10 @@ class BPTClassifier(ParamsMixin):
         and a CUDA device are present, else NumPy; on a cluster each worker decides for
         itself, so CPU and GPU workers train one model together.
     n_threads : int or None
-        Threads for each training step's task graph (the inner layer). None uses every
-        core available to the process on the CPU, and the sequential step on a GPU.
-        Results are bit-identical for every thread count.
-    dtype : str, default "float32"
+        Threads for each training step's task graph (the inner layer) in this process.
+        None uses every core available to the process on the CPU, and the sequential
+        step on a GPU. Results are bit-identical for every thread count.
+    dtype : {"float32", "float64"}, default "float32"
         Parameter and activation dtype.
     random_state : int or None
         Seeds weight init, shuffling and dropout; None draws a fresh seed.
@@ -85,6 +89,9 @@ class BPTClassifier(ParamsMixin):
     worker_timeout : float, default 60
         On a cluster: seconds a worker may hold a part without a word before it is
         treated as lost (frozen); see :class:`bptdask.outer.run_config.RunConfig`.
+    min_workers : int, default 1
+        On a cluster: workers to wait for before training (a cluster whose jobs are still
+        queued), at most ``worker_timeout`` seconds.
     verbose : bool, default False
         Show progress bars and per-epoch lines.
 
@@ -95,6 +102,8 @@ class BPTClassifier(ParamsMixin):
     params_ : dict of arrays
     mean_, std_ : ndarray, shape (C,)
         Per-channel normalisation learned from the training images.
+    n_features_in_ : int
+        Features of each vector, when fitted on feature vectors ``(N, F)``.
     report_ : RunReport or None
         After a cluster fit: the run's :class:`~bptdask.report.RunReport` (IDPA rounds with
         busy time, makespan and idle fraction; per-worker samples, busy time, power,
@@ -131,6 +140,7 @@ class BPTClassifier(ParamsMixin):
         random_state: int | None = None,
         checkpoint_every: int = 50,
         worker_timeout: float = 60.0,
+        min_workers: int = 1,
         verbose: bool = False,
     ):
         self.architecture = architecture
@@ -154,14 +164,48 @@ class BPTClassifier(ParamsMixin):
         self.random_state = random_state
         self.checkpoint_every = checkpoint_every
         self.worker_timeout = worker_timeout
+        self.min_workers = min_workers
         self.verbose = verbose
 
-    # ------------------------------------------------------------ helpers
+    # ------------------------------------------------------------ scikit-learn protocol
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = self.architecture == "mlp"  # image networks take (N, C, H, W) only
+        tags.classifier_tags.multi_label = False
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "params_")
+
+    def __sklearn_clone__(self):
+        params = self.get_params(deep=False)
+        params["client"] = None
+        return type(self)(**{name: clone(value, safe=False) for name, value in params.items()})
+
+    def set_params(self, **params) -> BPTClassifier:
+        """Set constructor arguments by name (scikit-learn protocol); returns self."""
+        try:
+            return super().set_params(**params)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["client"] = None  # a Client cannot be pickled; client_ finds the current one
+        return state
+
+    @property
+    def client_(self):
+        """The client to train with: ``client``, else the current Dask client, else None."""
+        return self.client if self.client is not None else current_client()
+
+    # ------------------------------------------------------------ settings
     def _run_config(self, *, seed: int = 0) -> RunConfig:
         """The settings of a fit with ``seed``, validated (the same names as this estimator's parameters)."""
         if self.n_threads is not None:
             check_integer("n_threads", self.n_threads, minimum=1)
         check_integer("chunk_size", self.chunk_size, minimum=1)
+        check_integer("min_workers", self.min_workers, minimum=1)
         if self.target_accuracy is not None:
             check_number("target_accuracy", self.target_accuracy, above=0, at_most=1)
         return RunConfig(
@@ -197,24 +241,39 @@ class BPTClassifier(ParamsMixin):
     def _prepare(self, images: np.ndarray):
         return normalize(to_device(images, self._xp()), self.mean_, self.std_, dtype=self.dtype)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "params_"):
-            raise NotFittedError("this BPTClassifier is not fitted yet; call fit(X, y) first")
+    # ------------------------------------------------------------ input
+    def _vectors(self, X, *, reset: bool) -> np.ndarray:
+        """Feature vectors checked the scikit-learn way (features counted and named), ``(N, F)`` float."""
+        try:
+            return validate_data(self, X, reset=reset, dtype=(np.float64, np.float32))
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
 
-    def _encode(self, y: np.ndarray) -> np.ndarray:
-        known = np.isin(y, self.classes_)
-        if not known.all():
-            unknown = np.unique(y[~known])[:5].tolist()
-            raise DataError(
-                f"labels {unknown} are not among the classes {self.classes_.tolist()}; "
-                "pass every class to partial_fit(..., classes=) on the first call"
-            )
-        return np.searchsorted(self.classes_, y).astype(np.int64)
+    def _checked(self, X, y, *, reset: bool) -> LabelledImages:
+        """``(X, y)`` checked for training; NumPy labels as scikit-learn checks classification targets."""
+        if is_dask(X) or is_dask(y):
+            return labelled_images(X, y)
+        try:
+            y = column_or_1d(y, warn=True)
+            check_classification_targets(y)
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
+        if scipy.sparse.issparse(X) or np.asarray(X).ndim == 2:
+            return labelled_images(self._vectors(X, reset=reset), y)
+        return labelled_images(X, y)
 
-    def _initialize(self, input_shape: tuple[int, ...], classes, mean: np.ndarray, std: np.ndarray) -> None:
-        self.classes_ = np.asarray(classes)
+    def _initialize(self, data: LabelledImages | Dataset, classes=None) -> None:
+        if isinstance(data, Dataset):
+            found, mean, std, input_shape = np.asarray(data.classes), data.mean, data.std, data.sample_shape
+        else:
+            found, mean, std = data.summary()
+            input_shape = data.images.shape[1:]
+        self.classes_ = np.asarray(found) if classes is None else np.unique(np.asarray(classes))
         if len(self.classes_) < 2:
-            raise DataError(f"need at least 2 classes to train a classifier, got {self.classes_.tolist()}")
+            raise DataError(
+                f"need at least 2 classes to train a classifier, got {len(self.classes_)} class: "
+                f"{self.classes_.tolist()}"
+            )
         input_shape = tuple(int(v) for v in input_shape)
         if isinstance(self.architecture, Sequential):
             model = self.architecture
@@ -227,6 +286,9 @@ class BPTClassifier(ParamsMixin):
             model = build(self.architecture, num_classes=len(self.classes_), input_shape=input_shape)
         self.model_ = model
         self.mean_, self.std_ = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        self._vectors_in = not isinstance(data, Dataset) and data.vectors
+        if not self._vectors_in and hasattr(self, "n_features_in_"):
+            del self.n_features_in_
         self._rng = np.random.default_rng(self.random_state)
         self._seed = int(self._rng.integers(2**31))
         self.params_ = model.init_params(self._seed, dtype=self.dtype, xp=self._xp())
@@ -234,47 +296,103 @@ class BPTClassifier(ParamsMixin):
         self.history_ = []
         self.report_ = None
 
-    def _resolve_client(self):
-        if self.client is not None:
-            return self.client
-        return current_client()
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise NotFittedError("this BPTClassifier is not fitted yet; call fit(X, y) first")
 
-    def _fit_local(self, X: np.ndarray, y_encoded: np.ndarray, validation_data) -> None:
+    def predictor(self) -> Predictor:
+        """The fitted model as a small picklable :class:`~bptdask.predictor.Predictor`."""
+        self._check_fitted()
+        return Predictor(
+            self.model_,
+            {name: to_numpy(value) for name, value in self.params_.items()},
+            self.classes_,
+            self.mean_,
+            self.std_,
+            self.dtype,
+            self.device,
+            getattr(self, "_vectors_in", False),
+        )
+
+    # ------------------------------------------------------------ training
+    def fit(self, X, y=None, *, validation_data: tuple[Any, Any] | None = None, checkpoint=None) -> BPTClassifier:
+        """Train from scratch for ``epochs`` passes, on a Dask cluster when there is a client.
+
+        Parameters
+        ----------
+        X : images (N, C, H, W), uint8 (0..255) or float; feature vectors (N, F); NumPy or
+            dask; or a bptdask dataset (a path, URL, store or :class:`~bptdask.data.Dataset`)
+            whose training split is used.
+        y : array, shape (N,), class labels of any sortable type (NumPy or dask); None
+            for a dataset.
+        validation_data : (X_val, y_val), optional
+            Scored after every epoch into ``history_``.
+        checkpoint : str or PathLike, optional
+            On a cluster: a directory (shared by the workers and this process) for
+            checkpoints. If it holds one of the same run (model, settings, data), the fit
+            resumes from it to the same final epoch, for example after this process was
+            killed; if the worker holding the global weights dies, training recreates
+            them from it and goes on.
+
+        Notes
+        -----
+        On a cluster, arrays are put on the workers chunk by chunk (NumPy arrays are
+        scattered, dask arrays persisted where they are), never through a disk; a dataset
+        is read by the workers from its store. ``report_`` then holds the run's report.
+        """
+        self._run_config()
+        if self.target_accuracy is not None and validation_data is None:
+            raise ConfigurationError("target_accuracy needs validation_data=(X_val, y_val) in fit")
+        client = self.client_
+        if checkpoint is not None and client is None:
+            raise ConfigurationError(
+                "checkpoint works with training on a Dask cluster; start a Client (or pass client=) to use it"
+            )
+        if y is None:
+            if not is_dataset(X):
+                raise DataError(
+                    "BPTClassifier requires y to be passed, but the target y is None; pass labels y with arrays X, "
+                    "or a bptdask dataset (path, URL or Dataset) as X"
+                )
+            dataset = as_dataset(X)
+            self._initialize(dataset)
+            if client is not None:
+                return self._fit_cluster(client, dataset, validation_data, checkpoint)
+            images, labels = dataset.read(0, dataset.num_chunks, subset="train")
+            return self._fit_local(images, labels, validation_data)
+        data = self._checked(X, y, reset=True)
+        self._initialize(data)
+        labels = data.encoded(self.classes_)
+        if client is not None:
+            make = persist_chunks if data.lazy else scatter_chunks
+            chunks = make(client, data.images, labels, chunk_size=int(self.chunk_size), mean=self.mean_, std=self.std_)
+            return self._fit_cluster(client, chunks, validation_data, checkpoint)
+        images = np.asarray(data.images.compute() if data.lazy else data.images)
+        return self._fit_local(
+            check_images(images), np.asarray(labels.compute() if data.lazy else labels), validation_data
+        )
+
+    def _fit_local(self, images: np.ndarray, labels: np.ndarray, validation_data) -> BPTClassifier:
         config = self._run_config()
         for epoch in range(config.epochs):
-            self._run_epoch(X, y_encoded, config.optimizer(epoch), validation_data)
-            if self._reached_target():
+            self._run_epoch(images, labels, config.optimizer(epoch), validation_data)
+            accuracy = self.history_[-1].get("val_accuracy")
+            if self.target_accuracy is not None and accuracy is not None and accuracy >= self.target_accuracy:
                 break
+        return self
 
-    def _reached_target(self) -> bool:
-        accuracy = self.history_[-1].get("val_accuracy") if self.history_ else None
-        return self.target_accuracy is not None and accuracy is not None and accuracy >= self.target_accuracy
-
-    def _validation_scorer(self, validation_data) -> Callable[[dict], float] | None:
-        """``params -> accuracy`` on ``validation_data`` (checked and encoded once), or None."""
-        if validation_data is None:
-            return None
-        X_val = check_images(validation_data[0])
-        y_val = self._encode(check_targets(validation_data[1], len(X_val)))
-
-        def accuracy(params: dict) -> float:
-            on_device = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}
-            proba = local.predict_proba(self.model_, on_device, X_val, prepare=self._prepare)
-            return float((proba.argmax(axis=1) == y_val).mean())
-
-        return accuracy
-
-    def _fit_cluster(self, client, dataset: Dataset, validation_data, checkpoint) -> None:
+    def _fit_cluster(self, client, data, validation_data, checkpoint) -> BPTClassifier:
         started = time.perf_counter()
         params, self.report_ = fit_on_cluster(
             client,
-            dataset,
+            data,
             self.model_,
             {k: to_numpy(v) for k, v in self.params_.items()},
             self._run_config(seed=self._seed),
             evaluate=self._validation_scorer(validation_data),
             target_accuracy=self.target_accuracy,
             checkpoint=checkpoint,
+            min_workers=int(self.min_workers),
             on_epoch=(lambda evaluation: self._print(_cluster_record(evaluation))) if self.verbose else None,
         )
         self.params_ = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}
@@ -285,20 +403,31 @@ class BPTClassifier(ParamsMixin):
             self.history_ = [{"epoch": self.report_.epochs_done, "seconds": seconds, "merges": self.report_.version}]
             if self.verbose:
                 self._print(self.history_[0])
+        return self
 
-    @staticmethod
-    def _print(record: dict) -> None:
-        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+    def _validation_scorer(self, validation_data) -> Callable[[dict], float] | None:
+        """``params -> accuracy`` on ``validation_data`` (checked and encoded once), or None."""
+        if validation_data is None:
+            return None
+        X_val, y_val = self._evaluation_arrays(*validation_data)
+        predictor = self.predictor()
 
-    def _run_epoch(self, X: np.ndarray, y_encoded: np.ndarray, optimizer: SGD, validation_data) -> None:
+        def accuracy(params: dict) -> float:
+            scoring = predictor.with_params(params)
+            predicted = scoring.predict_lazy(X_val).compute() if is_dask(X_val) else scoring.predict(X_val)
+            return float((np.asarray(predicted) == y_val).mean())
+
+        return accuracy
+
+    def _run_epoch(self, images: np.ndarray, labels: np.ndarray, optimizer: SGD, validation_data) -> None:
         started = time.perf_counter()
         epoch = len(self.history_) + 1
         self.params_, self._state, loss = local.train_epoch(
             self.model_,
             self.params_,
             self._state,
-            X,
-            y_encoded,
+            images,
+            labels,
             optimizer=optimizer,
             batch_size=int(self.batch_size),
             prepare=self._prepare,
@@ -309,85 +438,17 @@ class BPTClassifier(ParamsMixin):
             description=f"epoch {epoch}",
         )
         seconds = time.perf_counter() - started
-        record = {
-            "epoch": epoch,
-            "lr": optimizer.lr,
-            "loss": loss,
-            "seconds": seconds,
-            "images_per_second": len(X) / seconds,
-        }
+        record = {"epoch": epoch, "lr": optimizer.lr, "loss": loss, "seconds": seconds}
+        record["images_per_second"] = len(labels) / seconds
         if validation_data is not None:
             record["val_accuracy"] = self.score(*validation_data)
         self.history_.append(record)
         if self.verbose:
             self._print(record)
 
-    # ------------------------------------------------------------ public API
-    def fit(self, X, y=None, *, validation_data: tuple[Any, Any] | None = None, checkpoint=None) -> BPTClassifier:
-        """Train from scratch for ``epochs`` passes, on a Dask cluster when there is a client.
-
-        Parameters
-        ----------
-        X : array (N, C, H, W), uint8 (0..255) or float; or a bptdask Zarr dataset
-            (a path, URL, store or :class:`~bptdask.data.Dataset`) whose training split is used.
-        y : array, shape (N,), class labels of any sortable type; None for a dataset
-        validation_data : (X_val, y_val), optional
-            Scored after every epoch (in-process) or at the end (cluster) into ``history_``.
-        checkpoint : str or PathLike, optional
-            On a cluster: a directory (shared by the workers and this process) for
-            checkpoints. If it holds one of the same run (model, settings, data), the fit
-            resumes from it to the same final epoch, for example after this process was
-            killed; if the worker holding the global weights dies, training recreates
-            them from it and goes on.
-
-        Notes
-        -----
-        With a client, arrays are first written to a temporary Zarr dataset on this
-        machine's disk, which the workers of a local cluster read; for workers elsewhere,
-        ingest to shared storage and pass the dataset instead. ``report_`` then holds the
-        run's per-round and per-worker report.
-        """
-        self._run_config()
-        if self.target_accuracy is not None and validation_data is None:
-            raise ConfigurationError("target_accuracy needs validation_data=(X_val, y_val) in fit")
-        client = self._resolve_client()
-        if checkpoint is not None and client is None:
-            raise ConfigurationError(
-                "checkpoint works with training on a Dask cluster; start a Client (or pass client=) to use it"
-            )
-        if y is None:
-            dataset = X if isinstance(X, Dataset) else open_dataset(X)
-            self._initialize(dataset.sample_shape, np.asarray(dataset.classes), dataset.mean, dataset.std)
-            if client is not None:
-                self._fit_cluster(client, dataset, validation_data, checkpoint)
-            else:
-                images, labels = dataset.read(0, dataset.num_chunks, subset="train")
-                self._fit_local(images, labels, validation_data)
-            return self
-        X = check_images(X)
-        y = check_targets(y, len(X))
-        self._initialize(X.shape[1:], np.unique(y), *channel_stats(X))
-        y_encoded = self._encode(y)
-        if client is None:
-            self._fit_local(X, y_encoded, validation_data)
-            return self
-        if X.dtype != np.uint8:
-            raise DataError(
-                f"training on a cluster stores X as a uint8 Zarr dataset, got dtype {X.dtype}; "
-                "pass uint8 images (0..255) or train in-process with client=None outside a Dask client"
-            )
-        with tempfile.TemporaryDirectory(prefix="bptdask-fit-") as scratch:
-            dataset = ingest(
-                X,
-                y_encoded,
-                Path(scratch) / "train.zarr",
-                classes=[str(c) for c in self.classes_],
-                chunk_size=int(self.chunk_size),
-                test_size=0,
-                seed=self._seed,
-            )
-            self._fit_cluster(client, dataset, validation_data, checkpoint)
-        return self
+    @staticmethod
+    def _print(record: dict) -> None:
+        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
 
     def partial_fit(self, X, y, classes=None) -> BPTClassifier:
         """One more epoch over ``(X, y)`` in this process; the first call initialises the model.
@@ -396,64 +457,81 @@ class BPTClassifier(ParamsMixin):
         ``y`` does not contain every class.
         """
         self._run_config()
-        X = check_images(X)
-        y = check_targets(y, len(X))
-        if not hasattr(self, "params_"):
-            classes = np.unique(y) if classes is None else np.unique(np.asarray(classes))
-            self._initialize(X.shape[1:], classes, *channel_stats(X))
-        elif tuple(X.shape[1:]) != self.model_.input_shape:
-            raise DataError(f"X has images of shape {X.shape[1:]}, the model was fitted on {self.model_.input_shape}")
-        self._run_epoch(X, self._encode(y), self._optimizer(), None)
+        first = not hasattr(self, "params_")
+        data = self._checked(X, y, reset=first)
+        if data.lazy:
+            data = labelled_images(data.images.compute(), np.asarray(data.labels))
+        if first:
+            self._initialize(data, classes)
+        elif tuple(data.images.shape[1:]) != self.model_.input_shape:
+            raise DataError(
+                f"X has images of shape {data.images.shape[1:]}, the model was fitted on {self.model_.input_shape}"
+            )
+        self._run_epoch(data.images, data.encoded(self.classes_), self._optimizer(), None)
         return self
 
-    def predict_proba(self, X):
-        """Class probabilities ``(N, K)``; a dask array input gives a lazy dask array."""
+    # ------------------------------------------------------------ prediction
+    def _prediction_input(self, X, subset: str):
+        """``X`` as the predictor takes it: checked NumPy, a dask array, or a dataset's images lazily."""
         self._check_fitted()
-        if _is_dask_array(X):
-            return self._predict_proba_dask(X)
-        X = check_images(X)
-        if tuple(X.shape[1:]) != self.model_.input_shape:
-            raise DataError(f"X has images of shape {X.shape[1:]}, the model was fitted on {self.model_.input_shape}")
-        return local.predict_proba(self.model_, self.params_, X, prepare=self._prepare)
+        if is_dataset(X):
+            return as_dataset(X).images(subset)
+        vectors = getattr(self, "_vectors_in", False)
+        if is_dask(X):
+            return X
+        X = self._vectors(X, reset=False) if vectors else check_images(np.asarray(X))
+        shape = X.shape[1:] if not vectors else (X.shape[1], 1, 1)
+        if tuple(shape) != self.model_.input_shape:
+            raise DataError(f"X has images of shape {tuple(shape)}, the model was fitted on {self.model_.input_shape}")
+        return X
 
-    def _predict_proba_dask(self, X):
-        if X.ndim != 4:
-            raise DataError(f"X must be a 4-D dask array (N, C, H, W), got shape {X.shape}")
-        X = X.rechunk({1: -1, 2: -1, 3: -1})
-        return X.map_blocks(
-            partial(_predict_block, self),
-            drop_axis=[2, 3],
-            chunks=(X.chunks[0], (len(self.classes_),)),
-            dtype=np.float64,
-        )
+    def predict_proba(self, X, *, subset: str = "test"):
+        """Class probabilities ``(N, K)``; lazy (a dask array) for a dask array or a dataset.
 
-    def predict(self, X):
-        """Predicted class labels ``(N,)``; lazy for a dask array input."""
-        proba = self.predict_proba(X)
-        if _is_dask_array(proba):
-            return proba.argmax(axis=1).map_blocks(self.classes_.take, dtype=self.classes_.dtype)
-        return self.classes_[proba.argmax(axis=1)]
+        ``subset`` picks a dataset's samples: ``"test"`` (its test split), ``"train"`` or
+        ``"all"``.
+        """
+        X = self._prediction_input(X, subset)
+        predictor = self.predictor()
+        return predictor.predict_proba_lazy(X) if is_dask(X) else predictor.predict_proba(X)
 
-    def score(self, X, y) -> float:
-        """Mean accuracy of :meth:`predict` on ``(X, y)``.
+    def predict(self, X, *, subset: str = "test"):
+        """Predicted class labels ``(N,)``; lazy for a dask array or a dataset (write it with ``.to_zarr``)."""
+        X = self._prediction_input(X, subset)
+        predictor = self.predictor()
+        return predictor.predict_lazy(X) if is_dask(X) else predictor.predict(X)
+
+    def _evaluation_arrays(self, X, y=None, *, subset: str = "test") -> tuple[Any, np.ndarray]:
+        """``(X, y)`` to score, with ``y`` as labels of ``classes_`` (a dataset's stored labels mapped)."""
+        if is_dataset(X):
+            dataset = as_dataset(X)
+            return dataset.images(subset), np.asarray(dataset.classes)[dataset.labels[dataset.indices(subset)]]
+        if is_vectors(X) and not getattr(self, "_vectors_in", False):
+            raise DataError(f"X holds feature vectors {np.shape(X)}, the model was fitted on images")
+        return X, check_targets(np.asarray(y), X.shape[0])
+
+    def score(self, X, y=None, sample_weight=None, *, subset: str = "test") -> float:
+        """Mean accuracy of :meth:`predict` on ``(X, y)``, or on a dataset's ``subset`` (``y=None``).
 
         Raises
         ------
         DataError
             When no label of ``y`` is one of ``classes_`` (for example class indices
-            from ``Dataset.read`` against the class names a dataset fit learned).
+            against the class names a fit learned).
         """
         self._check_fitted()
-        y = check_targets(y, len(X))
+        X, y = self._evaluation_arrays(X, y, subset=subset)
         if len(y) and not np.isin(y, self.classes_).any():
             raise DataError(
                 f"none of the labels in y (such as {y[:3].tolist()}) is one of the classes "
-                f"{self.classes_.tolist()[:10]}; pass labels of the same kind, e.g. np.asarray(clf.classes_)[indices] "
-                "for the class indices a bptdask dataset stores"
+                f"{self.classes_.tolist()[:10]}; pass labels of the same kind as the training labels"
             )
-        predicted = np.asarray(self.predict(X))
-        return float((predicted == y).mean())
+        predicted = self.predict(X, subset=subset)
+        predicted = np.asarray(predicted.compute() if is_dask(predicted) else predicted)
+        correct = (predicted == y).astype(np.float64)
+        return float(np.average(correct, weights=sample_weight))
 
+    # ------------------------------------------------------------ saving
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (NPZ, no pickle) atomically."""
         self._check_fitted()
@@ -462,6 +540,7 @@ class BPTClassifier(ParamsMixin):
             "mean": self.mean_.tolist(),
             "std": self.std_.tolist(),
             "dtype": self.dtype,
+            "vectors": getattr(self, "_vectors_in", False),
             "history": self.history_,
         }
         save_model(path, self.model_, self.params_, metadata=metadata)
@@ -478,6 +557,9 @@ class BPTClassifier(ParamsMixin):
         estimator.model_ = saved.model
         estimator.classes_ = np.asarray(meta["classes"])
         estimator.mean_, estimator.std_ = np.asarray(meta["mean"]), np.asarray(meta["std"])
+        estimator._vectors_in = bool(meta.get("vectors", False))
+        if estimator._vectors_in:
+            estimator.n_features_in_ = saved.model.input_shape[0]
         xp = estimator._xp()
         estimator.params_ = {name: to_device(value, xp) for name, value in saved.params.items()}
         estimator._state = estimator._optimizer().init_state(estimator.params_)
@@ -486,14 +568,6 @@ class BPTClassifier(ParamsMixin):
         estimator.report_ = None
         estimator.history_ = list(meta.get("history", []))
         return estimator
-
-
-def _predict_block(estimator: BPTClassifier, block: np.ndarray) -> np.ndarray:
-    """Probabilities for one dask block ``(n, C, H, W)`` -> ``(n, K)``."""
-    return estimator.predict_proba(np.asarray(block))
-
-
-__all__ = ["BPTClassifier"]
 
 
 def _cluster_record(evaluation: Evaluation) -> dict:

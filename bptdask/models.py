@@ -70,7 +70,20 @@ def vgg_small(*, num_classes: int = 10, input_shape: Shape = (3, 32, 32), width:
     )
 
 
-ARCHITECTURES: dict[str, Callable[..., Sequential]] = {"lenet5": lenet5, "vgg_small": vgg_small}
+def mlp(*, num_classes: int = 10, input_shape: Shape = (784, 1, 1), hidden: tuple[int, ...] = (128,)) -> Sequential:
+    """A multilayer perceptron: flatten → (dense → ReLU) per ``hidden`` width → dense ``num_classes``.
+
+    It takes any input shape, so :class:`~bptdask.BPTClassifier` can train it on feature
+    vectors ``(N, F)`` (seen as ``(N, F, 1, 1)``: one channel per feature, each
+    standardised on its own) as well as on images.
+    """
+    layers = [Flatten()]
+    for width in hidden:
+        layers += [Dense(width), ReLU()]
+    return Sequential([*layers, Dense(num_classes)], input_shape=input_shape)
+
+
+ARCHITECTURES: dict[str, Callable[..., Sequential]] = {"lenet5": lenet5, "mlp": mlp, "vgg_small": vgg_small}
 
 
 def build(architecture: str | Callable[..., Sequential], *, num_classes: int, input_shape: Shape) -> Sequential:

@@ -10,6 +10,7 @@
 ``version``        merges the global weights saw (SGWU: rounds)
 ``generation``     coordinators before the last one (recoveries and resumes)
 ``rounds``         one :class:`RoundReport` per IDPA round: busy time, makespan, idle fraction
+``chunk_sources``  epoch -> :class:`ChunkSources`: chunks read from memory, from a peer, from storage
 ``workers``        worker name -> :class:`WorkerTotals` (parts, samples, power, staleness)
 ``merges``         every merge, a :class:`MergeLog` of :class:`MergeRecord`
 ``evaluations``    one :class:`Evaluation` per scored epoch (with ``validation_data``)
@@ -215,6 +216,20 @@ class WorkerSummary:
     dropped: bool = False
 
 
+@dataclass
+class ChunkSources:
+    """Where chunks came from: this worker's ``memory``, a ``peer`` through Dask, or the ``storage``."""
+
+    memory: int = 0
+    peer: int = 0
+    storage: int = 0
+
+    def add(self, other: ChunkSources) -> None:
+        self.memory += other.memory
+        self.peer += other.peer
+        self.storage += other.storage
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """The global weights scored at the end of an epoch (``epoch`` epochs completed)."""
@@ -266,6 +281,7 @@ class RunReport:
     checkpoints: CheckpointStatus
     restored_version: int | None
     seen_version: int
+    chunk_sources: dict[int, ChunkSources] = field(default_factory=dict)
     coordinator: str = ""
     worker_loops: dict[str, WorkerSummary] = field(default_factory=dict)
     lost_workers: dict[str, str] = field(default_factory=dict)
@@ -283,6 +299,7 @@ class RunReport:
         for name in ("workers", "worker_loops"):
             plain[name] = {key: dataclasses.asdict(record) for key, record in plain[name].items()}
         plain["checkpoints"] = dataclasses.asdict(self.checkpoints)
+        plain["chunk_sources"] = {str(epoch): dataclasses.asdict(c) for epoch, c in self.chunk_sources.items()}
         return json.loads(json.dumps(plain))
 
     @classmethod
@@ -296,6 +313,7 @@ class RunReport:
         values["workers"] = {key: WorkerTotals(**record) for key, record in data["workers"].items()}
         values["worker_loops"] = {key: WorkerSummary(**record) for key, record in data.get("worker_loops", {}).items()}
         values["checkpoints"] = CheckpointStatus(**data["checkpoints"])
+        values["chunk_sources"] = {int(e): ChunkSources(**c) for e, c in data.get("chunk_sources", {}).items()}
         return cls(**values)
 
 
@@ -333,6 +351,9 @@ def format_report(report: RunReport) -> str:
             f"{row['worker']:<28} {row['device']:>6} {row['parts']:>6} {row['samples']:>8} "
             f"{row['busy_seconds']:>8.2f} {row['power']:>10.0f} {row['mean_staleness']:>9.2f}"
         )
+    if report.chunk_sources:
+        per_epoch = ", ".join(f"{c.memory}/{c.peer}/{c.storage}" for _, c in sorted(report.chunk_sources.items()))
+        lines.append(f"chunks from memory/peer/storage, by epoch: {per_epoch}")
     lines += [f"lost {worker}: {reason}" for worker, reason in report.lost_workers.items()]
     if report.resumed_from is not None:
         lines.append(f"resumed from the checkpoint of version {report.resumed_from}")

@@ -34,7 +34,7 @@ def test_get_set_params_and_clone():
     twin = sklearn_base.clone(clf)
     assert twin is not clf and twin.get_params() == params
     assert clf.set_params(epochs=5) is clf and clf.epochs == 5
-    with pytest.raises(ConfigurationError, match="invalid parameter 'epoch'"):
+    with pytest.raises(ConfigurationError, match="Invalid parameter 'epoch'"):
         clf.set_params(epoch=5)
     assert repr(twin) == "BPTClassifier(epochs=3, lr=0.01, random_state=7)"
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_worker
 
 from bptdask.errors import ConfigurationError
 from bptdask.inner.runner import available_cores
@@ -73,7 +73,18 @@ def worker_addresses(client: Client) -> list[str]:
 
 
 def current_client() -> Client | None:
-    """The active Dask client, or None when there is none."""
+    """The active Dask client of this process, or None when there is none.
+
+    Inside a Dask task (a fit run by joblib's Dask backend, by dask-ml, or by a user's
+    ``client.submit``) it is None: that fit trains in the task's own process, instead of
+    starting a distributed fit from within a task that holds a worker's thread.
+    """
+    try:
+        get_worker()
+    except ValueError:
+        pass
+    else:
+        return None
     try:
         return Client.current()
     except ValueError:

@@ -1,9 +1,13 @@
 """:func:`fit_on_cluster`: train a model across a Dask cluster with IDPA and AGWU/SGWU.
 
-It starts a :class:`~bptdask.outer.coordinator.TrainingCoordinator` as a Dask actor on
-one worker, then one task pinned to each worker that trains parts against it and reads
-its chunks straight from the dataset's store (only the dataset's location travels). The
-supervisor (:mod:`bptdask.cluster.supervise`) watches them until the run ends.
+It waits for the workers it needs, checks that they reach the data and the checkpoint
+directory (:mod:`~bptdask.cluster.preflight`), starts a
+:class:`~bptdask.outer.coordinator.TrainingCoordinator` as a Dask actor on one worker,
+then one task pinned to each worker that trains parts against it; the workers reach
+the chunks through Dask or read them from the dataset's store
+(:mod:`~bptdask.cluster.chunks`). The supervisor (:mod:`~bptdask.cluster.supervise`)
+watches them until the run ends, and the fit's chunks are released from the cluster
+however it ends.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import numpy as np
 from distributed import Client
 
 from bptdask._typing import Params
-from bptdask.cluster.connect import worker_addresses
+from bptdask.cluster.chunks import TrainingChunks, dataset_chunks
+from bptdask.cluster.preflight import preflight, wait_for_workers
 from bptdask.cluster.supervise import Shell
 from bptdask.data import Dataset
 from bptdask.errors import ConfigurationError
@@ -24,11 +29,12 @@ from bptdask.outer.checkpoint import resume_run
 from bptdask.outer.run_config import RunConfig, describe_run
 from bptdask.outer.supervisor import SupervisorState
 from bptdask.report import Evaluation, RunReport
+from bptdask.validation import check_integer
 
 
 def fit_on_cluster(
     client: Client,
-    dataset: Dataset,
+    data: Dataset | TrainingChunks,
     model: Sequential,
     params: Params,
     config: RunConfig,
@@ -39,14 +45,18 @@ def fit_on_cluster(
     on_epoch: Callable[[Evaluation], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
     timeout: float | None = None,
+    min_workers: int = 1,
+    start_timeout: float = 600.0,
 ) -> tuple[Params, RunReport]:
-    """Train ``model`` from ``params`` on the training chunks of ``dataset`` across the cluster.
+    """Train ``model`` from ``params`` on the training data ``data`` across the cluster.
 
     Parameters
     ----------
     client : distributed.Client
-    dataset : Dataset
-        Opened from a location every worker can read (a shared path or an object-store URL).
+    data : Dataset or TrainingChunks
+        A dataset's training split (its location must open on every worker: a shared
+        path or an object-store URL), or arrays already put on the cluster
+        (:func:`~bptdask.cluster.chunks.scatter_chunks`, :func:`~bptdask.cluster.chunks.persist_chunks`).
     model : Sequential
     params : dict of arrays
         The initial weights (ignored when resuming from a checkpoint).
@@ -70,6 +80,9 @@ def fit_on_cluster(
         epoch); if the coordinator's worker dies, the coordinator is recreated from it.
     timeout : float, optional
         Seconds the whole fit may take.
+    min_workers : int
+        Workers to wait for before starting, at most ``start_timeout`` seconds (a
+        cluster whose jobs are still queued); workers that join later get work too.
 
     Returns
     -------
@@ -86,23 +99,31 @@ def fit_on_cluster(
         Every worker was lost, the coordinator was lost without a checkpoint, or a timeout.
     CheckpointError
         ``checkpoint`` holds a checkpoint of another run.
+    DatasetError, ConfigurationError
+        The workers cannot open the dataset, or cannot share the checkpoint directory.
     """
     if target_accuracy is not None and evaluate is None:
         raise ConfigurationError("target_accuracy needs evaluate (a function scoring the weights); pass both")
-    chunk_sizes = [int(n) for n in dataset.chunk_sizes("train")]
-    if not any(chunk_sizes):
-        raise ConfigurationError(f"{dataset.location} has no training samples")
-    run = describe_run(config, model.to_config(), chunk_sizes)
-    store, resume, config = resume_run(checkpoint, config, run)
-    state = SupervisorState(
-        sorted(workers or worker_addresses(client)),
-        only=frozenset(workers) if workers else None,
-        resume=resume is not None,
-        checkpointing=store is not None,
-        target_accuracy=target_accuracy,
-        call_timeout=config.call_timeout,
-        timeout=timeout,
-    )
-    initial = {name: np.asarray(value) for name, value in params.items()}
-    shell = Shell(client, dataset, model, initial, config, run, store=store, evaluate=evaluate, on_epoch=on_epoch)
-    return shell.run(state)
+    present = wait_for_workers(client, check_integer("min_workers", min_workers, minimum=1), timeout=start_timeout)
+    chunks = data if isinstance(data, TrainingChunks) else dataset_chunks(client, data)
+    try:
+        if not any(chunks.chunk_sizes):
+            raise ConfigurationError(f"{chunks.description} has no training samples")
+        run = describe_run(config, model.to_config(), chunks.chunk_sizes)
+        store, resume, config = resume_run(checkpoint, config, run)
+        addresses = sorted(workers or present)
+        preflight(client, chunks, store and store.path, worker=addresses[0], timeout=config.call_timeout)
+        state = SupervisorState(
+            addresses,
+            only=frozenset(workers) if workers else None,
+            resume=resume is not None,
+            checkpointing=store is not None,
+            target_accuracy=target_accuracy,
+            call_timeout=config.call_timeout,
+            timeout=timeout,
+        )
+        initial = {name: np.asarray(value) for name, value in params.items()}
+        shell = Shell(client, chunks, model, initial, config, run, store=store, evaluate=evaluate, on_epoch=on_epoch)
+        return shell.run(state)
+    finally:
+        chunks.release(client)

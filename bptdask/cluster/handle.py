@@ -10,14 +10,14 @@ the coordinator pass through as they are.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
 from typing import Any
 
 from bptdask._typing import Params
 from bptdask.errors import BptDaskError, CoordinatorLostError
-from bptdask.outer.protocol import Assignment, EpochWeights, PartKey, Progress, PushResult
-from bptdask.report import Evaluation, RunReport
+from bptdask.outer.protocol import Assignment, EpochWeights, PartKey, Progress, PushAnswer
+from bptdask.report import ChunkSources, Evaluation, RunReport
 
 #: Seconds between the checks of a waiting caller.
 SLICE_SECONDS = 0.5
@@ -66,6 +66,10 @@ class CoordinatorHandle:
     ):
         self._actor, self.timeout, self._check, self._on_version = actor, timeout, check, on_version
 
+    def with_timeout(self, timeout: float) -> CoordinatorHandle:
+        """The same handle with calls limited to ``timeout`` seconds."""
+        return CoordinatorHandle(self._actor, timeout=timeout, check=self._check, on_version=self._on_version)
+
     def _answer(self, method: str, call: Callable[[], Any]) -> Any:
         try:
             future = call()  # raises at once once the actor is known lost
@@ -76,23 +80,32 @@ class CoordinatorHandle:
             raise CoordinatorLostError(f"{method} failed: {type(exc).__name__}: {exc}") from exc
 
     # ------------------------------------------------------------ a worker's calls
-    def next_part(self, worker: str) -> Assignment:
-        return self._answer("next_part", lambda: self._actor.next_part(worker))
+    def next_part(self, worker: str, holdings: Iterable[int] | None = None) -> Assignment:
+        return self._answer("next_part", lambda: self._actor.next_part(worker, holdings))
 
     def pull(self) -> tuple[Params, int]:
         params, version = self._answer("pull", lambda: self._actor.pull())
         self._on_version(version)
         return params, version
 
-    def push_and_pull(
-        self, key: PartKey, delta: Params, *, base_version: int, seconds: float
-    ) -> tuple[PushResult, Params | None, int]:
-        result, params, version = self._answer(
-            "push_and_pull",
-            lambda: self._actor.push_and_pull(key, delta, base_version=base_version, seconds=seconds),
+    def push_and_next(
+        self,
+        key: PartKey,
+        delta: Params,
+        *,
+        base_version: int,
+        seconds: float,
+        sources: ChunkSources | None = None,
+        holdings: Iterable[int] | None = None,
+    ) -> PushAnswer:
+        answer = self._answer(
+            "push_and_next",
+            lambda: self._actor.push_and_next(
+                key, delta, base_version=base_version, seconds=seconds, sources=sources, holdings=holdings
+            ),
         )
-        self._on_version(version)
-        return result, params, version
+        self._on_version(answer.version)
+        return answer
 
     def note_seen_version(self, version: int) -> None:
         self._answer("note_seen_version", lambda: self._actor.note_seen_version(version))

@@ -14,8 +14,6 @@ import contextlib
 import time
 import uuid
 
-from distributed import wait
-
 from bptdask._typing import Params
 from bptdask.cluster.connect import worker_addresses
 from bptdask.cluster.generation import Generation
@@ -26,18 +24,21 @@ from bptdask.report import Evaluation, RunReport
 
 #: Seconds between two looks at the cluster.
 POLL_SECONDS = 0.25
+#: Seconds a failed or interrupted fit spends on its final checkpoint.
+LEAVING_TIMEOUT = 10.0
 
 
 class Shell:
     """Runs one distributed fit: executes a :class:`~bptdask.outer.supervisor.SupervisorState`'s actions.
 
-    ``run`` is the run's description (checkpoints store it); ``store`` the run's
+    ``chunks`` are the fit's :class:`~bptdask.cluster.chunks.TrainingChunks`; ``run`` the
+    run's description (checkpoints store it); ``store`` the run's
     :class:`~bptdask.outer.checkpoint.CheckpointStore` or None; ``evaluate`` and
     ``on_epoch`` as for :func:`~bptdask.cluster.fit_on_cluster`.
     """
 
-    def __init__(self, client, dataset, model, params, config, run, *, store, evaluate, on_epoch):
-        self.client, self.dataset, self.model, self.params, self.config = client, dataset, model, params, config
+    def __init__(self, client, chunks, model, params, config, run, *, store, evaluate, on_epoch):
+        self.client, self.chunks, self.model, self.params, self.config = client, chunks, model, params, config
         self.run_description, self.store, self.evaluate, self.on_epoch = run, store, evaluate, on_epoch
         self.run_id = uuid.uuid4().hex[:8]
         self.generation: Generation | None = None
@@ -49,9 +50,20 @@ class Shell:
             while (result := self._execute(state, actions)) is None:
                 actions = state.handle(*self._observe())
             return result
+        except BaseException:
+            self._checkpoint_before_leaving()
+            raise
         finally:
             if self.generation is not None:
                 self.generation.release(self.client)
+
+    def _checkpoint_before_leaving(self) -> None:
+        """A fit that fails or is interrupted leaves a final checkpoint when it can, within seconds."""
+        if self.store is None or self.generation is None:
+            return
+        quick = self.generation.handle.with_timeout(LEAVING_TIMEOUT)
+        with contextlib.suppress(Exception):
+            quick.write_checkpoint()
 
     # ------------------------------------------------------------ actions -> Dask calls
     def _execute(self, state, actions: list[rules.Action]) -> tuple[Params, RunReport] | None:
@@ -106,11 +118,11 @@ class Shell:
         spec = TaskSpec(
             self.run_id,
             f"bptdask-stop-{self.run_id}-g{action.generation}",
-            self.dataset,
+            self.chunks.source,
             self.model.to_config(),
             self.config,
-            tuple(map(float, self.dataset.mean)),
-            tuple(map(float, self.dataset.std)),
+            self.chunks.mean,
+            self.chunks.std,
         )
         self.generation = Generation.place(
             self.client,
@@ -132,12 +144,11 @@ class Shell:
     def _observe(self) -> list[rules.Observation]:
         """One look: who is present, the coordinator's progress, tasks that ended, epochs to score."""
         generation = self.generation
-        if generation.tasks:
-            with contextlib.suppress(TimeoutError):
-                wait(list(generation.tasks.values()), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
-        else:
-            time.sleep(POLL_SECONDS)
+        deadline = time.monotonic() + POLL_SECONDS  # or sooner, once a task ends
+        while time.monotonic() < deadline and all(f.status == "pending" for f in generation.tasks.values()):
+            time.sleep(0.02)
         present = frozenset(worker_addresses(self.client))
+        self.chunks.repair(self.client)
         try:
             if generation.home not in present:
                 raise CoordinatorLostError(f"its worker {generation.home} left the cluster")

@@ -1,16 +1,17 @@
-"""What runs on a worker: reading parts of the dataset, and the pinned training task."""
+"""What runs on a worker: the pinned training task."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from distributed import Event, get_worker
+from distributed import Event, get_client, get_worker
 
 from bptdask.backend import get_namespace
+from bptdask.cluster.chunks import ChunkSource
 from bptdask.cluster.handle import CoordinatorHandle
+from bptdask.cluster.reader import ChunkReader
 from bptdask.cluster.simulation import SIMULATION_PLUGIN
-from bptdask.data import Dataset
 from bptdask.errors import ClusterTrainingError
 from bptdask.model import Sequential
 from bptdask.outer.run_config import RunConfig
@@ -25,32 +26,13 @@ SEEN_VERSIONS: dict[str, int] = {}
 _RUNNING = frozenset({"executing", "long-running", "resumed"})
 
 
-def read_chunks(dataset: Dataset, chunks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Training samples of ``chunks`` (runs of consecutive chunks read in one go), in order given.
-
-    Returns ``(images uint8 (n, C, H, W), labels int64 (n,))``.
-    """
-    images, labels = [], []
-    start = 0
-    ordered = list(chunks)
-    while start < len(ordered):
-        stop = start + 1
-        while stop < len(ordered) and ordered[stop] == ordered[stop - 1] + 1:
-            stop += 1
-        x, y = dataset.read(ordered[start], ordered[stop - 1] + 1, subset="train")
-        images.append(x)
-        labels.append(y)
-        start = stop
-    return np.concatenate(images), np.concatenate(labels)
-
-
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything a training task needs besides the coordinator (plain, picklable values)."""
 
     run_id: str
     stop_event: str
-    dataset: Dataset
+    source: ChunkSource
     model_config: dict
     config: RunConfig
     mean: tuple[float, ...]
@@ -98,11 +80,13 @@ def train_on_worker(address: str, name: str, coordinator, spec: TaskSpec) -> Wor
     simulation = worker.plugins.get(SIMULATION_PLUGIN)
     if simulation is not None:
         train_part = simulation.wrap(address, train_part)
+    reader = ChunkReader(spec.source, worker, get_client())
     return run_worker(
         name,
         handle,
-        read_part=lambda chunks: read_chunks(spec.dataset, chunks),
+        read_part=reader.read,
         train_part=train_part,
         device="cpu" if xp is np else "gpu",
+        holdings=reader.changed_holdings,
         should_stop=lambda: not wanted(),
     )

@@ -11,9 +11,11 @@ from __future__ import annotations
 import itertools
 from types import ModuleType
 
+import dask.array as da
 import numpy as np
 import zarr
 import zarr.errors
+from dask.base import tokenize
 
 from bptdask._typing import Array, Shape
 from bptdask.backend import to_device
@@ -177,8 +179,8 @@ class Dataset:
         return len(self.chunk_boundaries)
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        """Class names; label ``k`` means ``classes[k]``."""
+    def classes(self) -> tuple[int | str, ...]:
+        """Class labels (integers or names, as ingested); stored label ``k`` means ``classes[k]``."""
         return self.attrs.classes
 
     @property
@@ -268,6 +270,19 @@ class Dataset:
             images, labels = images[keep], labels[keep]
         return to_device(images, xp), to_device(np.array(labels), xp)
 
+    def images(self, subset: str = "all") -> da.Array:
+        """The images of ``subset`` as a lazy dask array ``(n, C, H, W)`` uint8, one block per chunk.
+
+        Each block reads its chunk from the store in whichever process computes it, so
+        predictions over a dataset stay on the cluster and can be written with ``to_zarr``.
+        """
+        sizes = self.chunk_sizes(subset)
+        chunk_ids = [index for index, size in enumerate(sizes) if size]
+        name = f"bptdask-dataset-{tokenize(str(self.location), len(self), subset)}"
+        graph = {(name, block, 0, 0, 0): (_read_images, self, index, subset) for block, index in enumerate(chunk_ids)}
+        sample = tuple((size,) for size in self.sample_shape)
+        return da.Array(graph, name, ((*(int(sizes[i]) for i in chunk_ids),), *sample), dtype=np.uint8)
+
     def verify(self) -> None:
         """Decode every images chunk, raising CorruptChunkError at the first damaged one."""
         for start, stop in self.chunk_boundaries:
@@ -291,3 +306,7 @@ class Dataset:
                         f"is damaged ({chunk_exc}); re-ingest the dataset with overwrite=True"
                     ) from chunk_exc
             raise
+
+
+def _read_images(dataset: Dataset, chunk: int, subset: str) -> np.ndarray:
+    return dataset.read(chunk, subset=subset)[0]

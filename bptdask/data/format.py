@@ -17,6 +17,7 @@ so a missing or damaged chunk is detected instead of read back as zeros.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,7 @@ class DatasetAttrs:
     pixel values scaled to 0..1.
     """
 
-    classes: tuple[str, ...]
+    classes: tuple[int | str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
@@ -91,11 +92,17 @@ def pending_attrs(source: str) -> dict[str, Any]:
     return {ATTRS_KEY: {"format_version": FORMAT_VERSION, "complete": False, "source": source}}
 
 
-def check_classes(classes: Sequence[Any]) -> tuple[str, ...]:
-    """``classes`` as a tuple of distinct, non-empty names (each converted with ``str``)."""
+def check_classes(classes: Sequence[Any]) -> tuple[int | str, ...]:
+    """``classes`` as a tuple of distinct class labels: integers if all are, else non-empty names.
+
+    Integer labels stay integers (``np.int64(3)`` becomes ``3``); anything else is
+    converted with ``str``.
+    """
     if isinstance(classes, (str, bytes)):
         raise ConfigurationError(f"classes must be a sequence of names, got the string {classes!r}; pass a list")
-    names = tuple(str(c) for c in classes)
+    values = tuple(classes)
+    integers = all(isinstance(c, numbers.Integral) and not isinstance(c, (bool, np.bool_)) for c in values)
+    names = tuple(int(c) for c in values) if integers else tuple(str(c) for c in values)
     if not names:
         raise ConfigurationError("classes is empty; pass one name per label value 0..K-1")
     duplicates = sorted({n for n in names if names.count(n) > 1})

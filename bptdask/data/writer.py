@@ -82,10 +82,11 @@ def channel_moments(histogram: np.ndarray) -> tuple[tuple[float, ...], tuple[flo
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def check_label_range(label_min: int, label_max: int, classes: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The class names for labels spanning ``[label_min, label_max]``.
+def check_label_range(label_min: int, label_max: int, classes: tuple[int | str, ...] | None) -> tuple[int | str, ...]:
+    """The classes of labels spanning ``[label_min, label_max]``.
 
-    ``classes=None`` names the classes ``"0"`` .. ``str(label_max)``.
+    ``classes=None`` keeps the label values themselves as the classes, ``0`` ..
+    ``label_max`` (integers stay integers).
 
     Raises
     ------
@@ -98,7 +99,7 @@ def check_label_range(label_min: int, label_max: int, classes: tuple[str, ...] |
             "encode them first, e.g. with numpy.unique(y, return_inverse=True)"
         )
     if classes is None:
-        return tuple(str(k) for k in range(label_max + 1))
+        return tuple(range(label_max + 1))
     if label_max >= len(classes):
         shown = list(classes) if len(classes) <= 10 else [*classes[:10], "..."]
         raise DataError(

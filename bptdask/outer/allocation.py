@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from fractions import Fraction
 
 from bptdask.errors import ConfigurationError
@@ -56,7 +56,11 @@ def _largest_remainder(total: int, weights: Mapping[Worker, Fraction]) -> dict[W
     return counts
 
 
-def allocate_round(chunk_ids: Sequence[int], powers: Mapping[Worker, float | None]) -> dict[Worker, list[int]]:
+def allocate_round(
+    chunk_ids: Sequence[int],
+    powers: Mapping[Worker, float | None],
+    holdings: Mapping[Worker, Collection[int]] | None = None,
+) -> dict[Worker, list[int]]:
     """Split one round's chunks between workers in proportion to their power.
 
     Parameters
@@ -67,23 +71,44 @@ def allocate_round(chunk_ids: Sequence[int], powers: Mapping[Worker, float | Non
         Measured samples/s per worker. ``None`` marks a worker not measured yet: it counts
         as the mean measured power, so with no power known the split is equal. A worker
         with power 0 gets nothing.
+    holdings : mapping of worker -> chunks, optional
+        The chunks each worker holds in memory. Counts stay as the powers say; within
+        them each worker is given the chunks it holds first (a chunk held by several goes
+        to the one with the most room left), so it reads as little as possible.
 
     Returns
     -------
     dict of worker -> list of int
-        Every worker of ``powers``, in name order, with a contiguous run of ``chunk_ids``;
+        Every worker of ``powers``, in name order, with its chunks in round order;
         together they hold each chunk exactly once. Counts are rounded by largest
         remainder (ties to the worker whose name sorts first), so each is within one
-        chunk of its exact share ``len(chunk_ids) * P_i / sum(P)``.
+        chunk of its exact share ``len(chunk_ids) * P_i / sum(P)``. Without
+        ``holdings`` each worker's chunks are a contiguous run of ``chunk_ids``.
     """
     if not powers:
         raise ConfigurationError("cannot allocate chunks to no workers; start at least one worker")
     counts = _largest_remainder(len(chunk_ids), _effective_powers(powers))
-    allocation, start = {}, 0
-    for worker in sorted(powers):
-        allocation[worker] = list(chunk_ids[start : start + counts[worker]])
-        start += counts[worker]
-    return allocation
+    workers = sorted(powers)
+    if not holdings:
+        allocation, start = {}, 0
+        for worker in workers:
+            allocation[worker] = list(chunk_ids[start : start + counts[worker]])
+            start += counts[worker]
+        return allocation
+    allocation = {worker: [] for worker in workers}
+    unplaced = []
+    for chunk in chunk_ids:
+        holders = [w for w in workers if chunk in holdings.get(w, ()) and len(allocation[w]) < counts[w]]
+        if holders:
+            allocation[max(holders, key=lambda w: (counts[w] - len(allocation[w]), -workers.index(w)))].append(chunk)
+        else:
+            unplaced.append(chunk)
+    for worker in workers:
+        room = counts[worker] - len(allocation[worker])
+        allocation[worker] += unplaced[:room]
+        unplaced = unplaced[room:]
+    order = {chunk: index for index, chunk in enumerate(chunk_ids)}
+    return {worker: sorted(chunks, key=order.__getitem__) for worker, chunks in allocation.items()}
 
 
 class PowerEstimator:

@@ -5,8 +5,9 @@ A :class:`TrainingCoordinator` runs the epochs of an
 epoch; SGWU keeps every worker in the round being synchronised) and holds a
 :class:`~bptdask.outer.weights.WeightServer`. Workers call :meth:`~TrainingCoordinator.next_part`
 (work pulling), :meth:`~TrainingCoordinator.pull` and
-:meth:`~TrainingCoordinator.push_and_pull` (push an update, get the weights back in the
-same round trip). It is a plain class, tested without a cluster; the ``cluster`` room
+:meth:`~TrainingCoordinator.push_and_next` (push an update, get the weights and the next
+part back in the same round trip). Workers say which chunks they hold in memory, and
+IDPA hands them those first. It is a plain class, tested without a cluster; the ``cluster`` room
 runs it as a Dask actor, whose sync methods execute one at a time.
 
 Faults: the coordinator writes a checkpoint (:mod:`bptdask.outer.checkpoint`) every
@@ -33,11 +34,11 @@ from bptdask.errors import ProtocolError
 from bptdask.outer.allocation import PowerEstimator
 from bptdask.outer.checkpoint import CheckpointState, CheckpointStore, CheckpointWriter
 from bptdask.outer.partition import EpochPlan, Part
-from bptdask.outer.protocol import Assignment, EpochWeights, PartKey, Progress, PushResult
+from bptdask.outer.protocol import Assignment, EpochWeights, PartKey, Progress, PushAnswer, PushResult
 from bptdask.outer.run_config import RunConfig
 from bptdask.outer.schedule import EpochSchedule
 from bptdask.outer.weights import WeightServer
-from bptdask.report import CheckpointStatus, Evaluation, RoundReport, RunReport, WorkerTotals
+from bptdask.report import CheckpointStatus, ChunkSources, Evaluation, RoundReport, RunReport, WorkerTotals
 
 
 class TrainingCoordinator:
@@ -94,6 +95,8 @@ class TrainingCoordinator:
         self.run = run or state.run
         self.estimator = PowerEstimator(powers=state.powers)
         self.workers: dict[str, WorkerTotals] = {worker: WorkerTotals() for worker in worker_names}
+        self.holdings: dict[str, frozenset[int]] = {}
+        self.chunk_sources: dict[int, ChunkSources] = {}
         self.schedule = EpochSchedule(
             self.chunk_sizes,
             self.workers,
@@ -105,6 +108,7 @@ class TrainingCoordinator:
             lockstep=config.update == "sgwu",
             epochs_done=state.epochs_done,
             open_epochs=state.open_epochs,
+            holdings=self.holdings,
         )
         self.epoch_ends: list[float] = list(state.epoch_ends)
         self.evaluations: list[Evaluation] = list(state.evaluations)
@@ -142,10 +146,15 @@ class TrainingCoordinator:
         return self.finished_at is not None
 
     # ------------------------------------------------------------ worker calls
-    def next_part(self, worker: str) -> Assignment:
-        """The next part for ``worker`` (work pulling), or ``wait`` / ``finished`` / ``dropped``."""
+    def next_part(self, worker: str, holdings: Iterable[int] | None = None) -> Assignment:
+        """The next part for ``worker`` (work pulling), or ``wait`` / ``finished`` / ``dropped``.
+
+        ``holdings`` are the chunks the worker now holds in memory (None: as last said).
+        """
         if worker in self.dropped:
             return Assignment("dropped")
+        if holdings is not None:
+            self.holdings[worker] = frozenset(holdings)
         self.last_seen[worker] = self.clock()
         if self.finished:
             return Assignment("finished")
@@ -163,11 +172,14 @@ class TrainingCoordinator:
         """``(copy of W, version)``."""
         return self.server.pull()
 
-    def push(self, key: PartKey, delta: Params, *, base_version: int, seconds: float) -> PushResult:
+    def push(
+        self, key: PartKey, delta: Params, *, base_version: int, seconds: float, sources: ChunkSources | None = None
+    ) -> PushResult:
         """Offer the update of the issued part ``key``; see :meth:`WeightServer.push`.
 
-        A dropped worker's push, and any push after the run failed, is answered
-        ``"revoked"`` and changes nothing.
+        ``sources`` says where the part's chunks came from (counted for its epoch once
+        the part counts). A dropped worker's push, and any push after the run failed, is
+        answered ``"revoked"`` and changes nothing.
 
         Raises
         ------
@@ -206,6 +218,8 @@ class TrainingCoordinator:
             totals.samples += part.samples
             totals.busy_seconds += seconds
             totals.staleness.append(result.staleness)
+            if sources is not None:
+                self.chunk_sources.setdefault(plan.epoch, ChunkSources()).add(sources)
         if self.config.update == "sgwu" and result.status == "merged":
             self.schedule.round_merged(plan)
         self._close_finished_epochs()
@@ -225,18 +239,27 @@ class TrainingCoordinator:
             )
             self.finish()
 
-    def push_and_pull(
-        self, key: PartKey, delta: Params, *, base_version: int, seconds: float
-    ) -> tuple[PushResult, Params | None, int]:
-        """:meth:`push`, then :meth:`pull`: one round trip for a worker that trains on.
+    def push_and_next(
+        self,
+        key: PartKey,
+        delta: Params,
+        *,
+        base_version: int,
+        seconds: float,
+        sources: ChunkSources | None = None,
+        holdings: Iterable[int] | None = None,
+    ) -> PushAnswer:
+        """:meth:`push`, :meth:`pull` and :meth:`next_part` in one round trip, for a worker that trains on.
 
         The weights are None when the push is held for its round (SGWU): they would be
-        out of date as soon as the round merges, so the worker pulls after that.
+        out of date as soon as the round merges, so the worker pulls after that. The next
+        assignment is None when the worker should retrain the same part (stale, invalid).
         """
-        result = self.push(key, delta, base_version=base_version, seconds=seconds)
+        result = self.push(key, delta, base_version=base_version, seconds=seconds, sources=sources)
+        following = self.next_part(key.worker, holdings) if result.accepted or result.status == "revoked" else None
         if result.status == "pending":
-            return result, None, self.server.version
-        return (result, *self.server.pull())
+            return PushAnswer(result, None, self.server.version, following)
+        return PushAnswer(result, *self.server.pull(), following)
 
     # ------------------------------------------------------------ supervisor calls
     def progress(self) -> Progress:
@@ -338,6 +361,7 @@ class TrainingCoordinator:
         The worker is dropped for good: its later pushes are revoked.
         """
         self.dropped.setdefault(worker, reason)
+        self.holdings.pop(worker, None)
         returned, released = self.schedule.lose_worker(worker, lambda key: self.server.push_result(key) is not None)
         for key in released:
             self.issued.pop(key, None)
@@ -387,4 +411,5 @@ class TrainingCoordinator:
             checkpoints=checkpoints,
             restored_version=self.restored_version,
             seen_version=self.seen_version,
+            chunk_sources={epoch: dataclasses.replace(c) for epoch, c in self.chunk_sources.items()},
         )

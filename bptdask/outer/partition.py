@@ -30,7 +30,7 @@ into the run-wide :class:`~bptdask.outer.protocol.PartKey` that keys its merge.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,6 +115,9 @@ class EpochPlan:
     done_chunks : iterable of int
         Chunks already trained in this epoch before a restart (from a checkpoint): they
         are left out of their rounds, which keep their indices.
+    holdings : mapping of worker -> chunks, optional
+        The chunks each worker holds in memory, kept up to date by the caller; every
+        split gives a worker the chunks it holds first (:func:`allocate_round`).
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class EpochPlan:
         estimator: PowerEstimator | None = None,
         balance: str = "power",
         done_chunks: Iterable[int] = (),
+        holdings: Mapping[Worker, Collection[int]] | None = None,
     ):
         if balance not in ("power", "even"):
             raise ConfigurationError(f"balance must be 'power' (IDPA) or 'even', got {balance!r}")
@@ -148,6 +152,7 @@ class EpochPlan:
         self.epoch = epoch
         self.balance = balance
         self.estimator = estimator if estimator is not None else PowerEstimator()
+        self.holdings = holdings
         self._live = set(workers)
         self._lost: set[Worker] = set()
         self._rounds: list[_Round] = []
@@ -276,7 +281,7 @@ class EpochPlan:
 
     def _open_next_round(self) -> _Round:
         chunks = self._round_chunks[len(self._rounds)]
-        allocation = allocate_round(chunks, self._split_powers(sorted(self._live)))
+        allocation = allocate_round(chunks, self._split_powers(sorted(self._live)), self.holdings)
         shares = {worker: share for worker, share in allocation.items() if share}
         rnd = _Round(
             index=len(self._rounds),
@@ -293,7 +298,7 @@ class EpochPlan:
             return None
         for rnd in rounds:
             for victim in sorted(rnd.shares, key=lambda w: (-len(rnd.shares[w]), w)):
-                split = allocate_round(rnd.shares[victim], self.estimator.powers([thief, victim]))
+                split = allocate_round(rnd.shares[victim], self.estimator.powers([thief, victim]), self.holdings)
                 if split[thief]:
                     if split[victim]:
                         rnd.shares[victim] = split[victim]
@@ -307,7 +312,7 @@ class EpochPlan:
             return
         for rnd in self._rounds:
             if rnd.pool:
-                allocation = allocate_round(rnd.pool, self._split_powers(sorted(self._live)))
+                allocation = allocate_round(rnd.pool, self._split_powers(sorted(self._live)), self.holdings)
                 for worker, share in allocation.items():
                     if share:
                         rnd.shares.setdefault(worker, []).extend(share)

@@ -69,6 +69,22 @@ class PushResult:
         return self.status in ("merged", "pending")
 
 
+@dataclass(frozen=True)
+class PushAnswer:
+    """The coordinator's answer to a worker's push: what happened, the weights, the next part.
+
+    ``params`` are the global weights right after the push (None when an SGWU push is
+    held for its round: pull after it merges), at ``version``; ``next`` is the worker's
+    next assignment once the part counts (accepted) or is gone (revoked), None when the
+    worker should retrain the same part (stale, invalid).
+    """
+
+    result: PushResult
+    params: Params | None
+    version: int
+    next: Assignment | None
+
+
 class Progress(NamedTuple):
     """Where a run stands: epochs completed, the weights' version, whether it is over, why it failed."""
 

@@ -12,7 +12,7 @@ coordinator drives it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from bptdask.outer.allocation import PowerEstimator
 from bptdask.outer.partition import EpochPlan, Part
@@ -36,6 +36,8 @@ class EpochSchedule:
         Epochs completed before a restart.
     open_epochs : dict, optional
         Epoch -> chunks already trained in it, for epochs open at a restart.
+    holdings : mapping, optional
+        Worker -> the chunks it holds in memory (IDPA hands those out first).
     """
 
     def __init__(
@@ -51,10 +53,11 @@ class EpochSchedule:
         lockstep: bool,
         epochs_done: int = 0,
         open_epochs: dict[int, list[int]] | None = None,
+        holdings: Mapping[str, Collection[int]] | None = None,
     ):
         self.chunk_sizes, self.epochs, self.seed = list(chunk_sizes), epochs, seed
         self.chunks_per_round, self.balance, self.estimator = chunks_per_round, balance, estimator
-        self.lockstep, self.epochs_done = lockstep, epochs_done
+        self.lockstep, self.epochs_done, self.holdings = lockstep, epochs_done, holdings
         workers = sorted(workers)
         self.plans: list[EpochPlan] = [
             self._plan_for(epoch, workers, done) for epoch, done in sorted((open_epochs or {}).items())
@@ -71,6 +74,7 @@ class EpochSchedule:
             estimator=self.estimator,
             balance=self.balance,
             done_chunks=done_chunks,
+            holdings=self.holdings,
         )
 
     @staticmethod

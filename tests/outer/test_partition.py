@@ -71,6 +71,34 @@ def test_allocation_errors_name_the_problem(powers, match):
         allocate_round([0, 1], powers)
 
 
+def test_held_chunks_go_to_their_holders_within_the_counts():
+    holdings = {"a": {3, 4, 5}, "b": {0}}
+    assert allocate_round([0, 1, 2, 3, 4, 5], {"a": 1.0, "b": 1.0}, holdings) == {"a": [3, 4, 5], "b": [0, 1, 2]}
+    # a holds four but its share is three: the chunk it does not keep goes to b, counts unchanged
+    assert allocate_round([0, 1, 2, 3, 4, 5], {"a": 1.0, "b": 1.0}, {"a": {0, 1, 2, 3}}) == {
+        "a": [0, 1, 2],
+        "b": [3, 4, 5],
+    }
+    # a chunk both hold goes to the holder with more room left
+    assert allocate_round([7, 8, 9], {"a": 1.0, "b": 4.0}, {"a": {7}, "b": {7}}) == {"a": [8], "b": [7, 9]}
+
+
+@settings(max_examples=80, deadline=None)
+@given(powers=POWERS, n_chunks=st.integers(0, 40), data=st.data())
+def test_holdings_change_who_gets_which_chunk_never_how_many(powers, n_chunks, data):
+    chunks = data.draw(st.permutations(range(n_chunks)))
+    holdings = {worker: data.draw(st.sets(st.integers(0, max(n_chunks - 1, 0)))) for worker in powers}
+    plain = allocate_round(chunks, powers)
+    local = allocate_round(chunks, powers, holdings)
+    assert sorted(c for share in local.values() for c in share) == list(range(n_chunks))
+    assert {w: len(share) for w, share in local.items()} == {w: len(share) for w, share in plain.items()}
+    owner = {chunk: worker for worker, held in holdings.items() for chunk in held}
+    exclusive = all(sum(chunk in held for held in holdings.values()) == 1 for chunk in owner)
+    fits = all(len(holdings[w] & set(chunks)) <= len(plain[w]) for w in powers)
+    if exclusive and fits:
+        assert all(set(holdings[w]) & set(chunks) <= set(local[w]) for w in powers), "every holder keeps its chunks"
+
+
 def test_chunk_sizes_keep_a_short_last_chunk():
     assert chunk_sizes(2500, 1024) == [1024, 1024, 452]
     assert chunk_sizes(2048, 1024) == [1024, 1024]

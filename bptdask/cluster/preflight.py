@@ -1,0 +1,92 @@
+"""Checks before a distributed fit starts: enough workers, and storage the workers can reach.
+
+A cluster's workers may not share this process's disk (any multi-node cluster), so a
+dataset path or checkpoint directory that works here can be missing or private there.
+:func:`preflight` asks one worker to open the dataset and to write into the checkpoint
+directory, and checks that this process sees what the worker wrote: it fails within
+seconds, with the path and the fix, instead of in the middle of training.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from distributed import Client
+
+from bptdask.cluster.chunks import TrainingChunks
+from bptdask.cluster.connect import worker_addresses
+from bptdask.data import Dataset
+from bptdask.data.location import Location
+from bptdask.errors import BptDaskError, ClusterTrainingError, ConfigurationError, DatasetError
+
+
+def wait_for_workers(client: Client, n_workers: int, *, timeout: float) -> list[str]:
+    """The workers' addresses once the cluster has at least ``n_workers`` (a queued job may take a while).
+
+    Raises
+    ------
+    ClusterTrainingError
+        Fewer workers than that after ``timeout`` seconds.
+    """
+    try:
+        client.wait_for_workers(n_workers, timeout=timeout)
+    except TimeoutError:
+        have = len(worker_addresses(client))
+        raise ClusterTrainingError(
+            f"the cluster has {have} of the {n_workers} workers the fit waits for after {timeout:g} s; start "
+            "workers or scale the cluster up (are its jobs still queued?), or lower min_workers"
+        ) from None
+    return worker_addresses(client)
+
+
+def preflight(client: Client, chunks: TrainingChunks, checkpoint: Path | None, *, worker: str, timeout: float) -> None:
+    """Check on ``worker`` that it can open the dataset of ``chunks`` and write ``checkpoint`` as this process sees it.
+
+    Raises
+    ------
+    DatasetError
+        The worker cannot open the dataset.
+    ConfigurationError
+        The worker cannot write the checkpoint directory, or does not share it with this
+        process.
+    """
+    probe = None if checkpoint is None else f".bptdask-probe-{uuid.uuid4().hex[:12]}"
+    dataset = chunks.source.dataset
+    location = None if dataset is None else dataset.location  # a Dataset would re-open itself when unpickled
+    future = client.submit(_check_on_worker, location, checkpoint, probe, workers=[worker], pure=False)
+    problem = future.result(timeout=timeout)
+    if problem is not None and problem[0] == "dataset":
+        raise DatasetError(
+            f"the workers cannot open the dataset at {dataset.location} ({problem[1]}); pass arrays to fit "
+            "(fit(X, y) puts them on the cluster) or a path or URL every worker can open"
+        )
+    if problem is not None:
+        raise ConfigurationError(
+            f"the workers cannot write the checkpoint directory {checkpoint} ({problem[1]}); pass a directory on "
+            "storage the workers and this process share"
+        )
+    if probe is not None:
+        written = checkpoint / probe
+        if not written.exists():
+            raise ConfigurationError(
+                f"the workers and this process do not share the checkpoint directory {checkpoint}: a file a worker "
+                "wrote there is not visible here; pass a directory on storage both see (a shared file system)"
+            )
+        written.unlink()
+
+
+def _check_on_worker(location: Location | None, checkpoint: Path | None, probe: str | None) -> tuple[str, str] | None:
+    """Runs on a worker: ``None``, or ``(what, why)`` for the first thing it cannot reach."""
+    if location is not None:
+        try:
+            Dataset(location)
+        except (BptDaskError, OSError) as exc:
+            return "dataset", f"{type(exc).__name__}: {exc}"
+    if checkpoint is not None:
+        try:
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            (checkpoint / probe).write_text("bptdask checks that this directory is shared\n")
+        except OSError as exc:
+            return "checkpoint", f"{type(exc).__name__}: {exc}"
+    return None
