@@ -24,6 +24,7 @@ from bptdask import local
 from bptdask.backend import get_namespace, to_device, to_numpy
 from bptdask.cluster import current_client, fit_on_cluster
 from bptdask.cluster.chunks import persist_chunks, scatter_chunks
+from bptdask.cluster.preflight import wait_for_workers
 from bptdask.data import Dataset
 from bptdask.errors import ConfigurationError, DataError, NotFittedError
 from bptdask.inner.runner import available_cores
@@ -91,7 +92,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         treated as lost (frozen); see :class:`bptdask.outer.run_config.RunConfig`.
     min_workers : int, default 1
         On a cluster: workers to wait for before training (a cluster whose jobs are still
-        queued), at most ``worker_timeout`` seconds.
+        queued), at most ten minutes (:data:`bptdask.cluster.preflight.START_TIMEOUT`).
     verbose : bool, default False
         Show progress bars and per-epoch lines.
 
@@ -364,6 +365,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         self._initialize(data)
         labels = data.encoded(self.classes_)
         if client is not None:
+            wait_for_workers(client, int(self.min_workers))  # the chunks need workers to go to
             make = persist_chunks if data.lazy else scatter_chunks
             chunks = make(client, data.images, labels, chunk_size=int(self.chunk_size), mean=self.mean_, std=self.std_)
             return self._fit_cluster(client, chunks, validation_data, checkpoint)

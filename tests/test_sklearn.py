@@ -32,9 +32,11 @@ def digits():
 @pytest.fixture(scope="module")
 def in_process_client():
     """A cluster in this process, not made the default client (the other tests train in-process)."""
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
-        with Client(cluster, set_as_default=False) as client:
-            yield client
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
 
 
 @parametrize_with_checks([BPTClassifier("mlp", epochs=30, batch_size=32, random_state=0, device="cpu", n_threads=1)])

@@ -20,7 +20,7 @@ from distributed import Client
 
 from bptdask._typing import Params
 from bptdask.cluster.chunks import TrainingChunks, dataset_chunks
-from bptdask.cluster.preflight import preflight, wait_for_workers
+from bptdask.cluster.preflight import START_TIMEOUT, preflight, wait_for_workers
 from bptdask.cluster.supervise import Shell
 from bptdask.data import Dataset
 from bptdask.errors import ConfigurationError
@@ -46,7 +46,7 @@ def fit_on_cluster(
     checkpoint: str | os.PathLike | None = None,
     timeout: float | None = None,
     min_workers: int = 1,
-    start_timeout: float = 600.0,
+    start_timeout: float = START_TIMEOUT,
 ) -> tuple[Params, RunReport]:
     """Train ``model`` from ``params`` on the training data ``data`` across the cluster.
 

@@ -47,7 +47,8 @@ class Generation:
         ClusterTrainingError
             The scheduler placed the coordinator elsewhere.
         """
-        placed = client.submit(TrainingCoordinator, **coordinator, actor=True, workers=[home], pure=False)
+        key = f"bptdask-coordinator-{spec.run_id}-g{number}"
+        placed = client.submit(TrainingCoordinator, **coordinator, actor=True, workers=[home], pure=False, key=key)
         timeout = spec.config.call_timeout
         try:
             actor = placed.result(timeout=timeout)
@@ -91,6 +92,9 @@ class Generation:
             Event(self.spec.stop_event, client=client).set()
 
     def release(self, client: Client) -> None:
-        """Stop every task and let the coordinator actor go."""
+        """Stop every task and let the coordinator actor go (every reference to it, so its key goes too)."""
         self.stop_tasks(client)
-        self.placed.cancel()
+        # force: a traceback kept after an interrupt (sys.last_traceback) still holds the actor
+        client.cancel([self.placed], force=True)
+        self.handle.forget()
+        self.actor = None

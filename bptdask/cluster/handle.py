@@ -70,7 +70,13 @@ class CoordinatorHandle:
         """The same handle with calls limited to ``timeout`` seconds."""
         return CoordinatorHandle(self._actor, timeout=timeout, check=self._check, on_version=self._on_version)
 
+    def forget(self) -> None:
+        """Let go of the actor (it holds the actor's key on the cluster); later calls raise."""
+        self._actor = None
+
     def _answer(self, method: str, call: Callable[[], Any]) -> Any:
+        if self._actor is None:
+            raise CoordinatorLostError(f"{method}: the coordinator was released")
         try:
             future = call()  # raises at once once the actor is known lost
             return await_answer(future, method=method, timeout=self.timeout, check=self._check)

@@ -20,8 +20,11 @@ from bptdask.data import Dataset
 from bptdask.data.location import Location
 from bptdask.errors import BptDaskError, ClusterTrainingError, ConfigurationError, DatasetError
 
+#: Seconds a fit waits for its first workers (a batch system may take minutes to start them).
+START_TIMEOUT = 600.0
 
-def wait_for_workers(client: Client, n_workers: int, *, timeout: float) -> list[str]:
+
+def wait_for_workers(client: Client, n_workers: int, *, timeout: float = START_TIMEOUT) -> list[str]:
     """The workers' addresses once the cluster has at least ``n_workers`` (a queued job may take a while).
 
     Raises
