@@ -10,7 +10,8 @@ Three parts, each on a real ``LocalCluster`` on loopback, LeNet-5 on the MNIST s
    being the workers' measured powers. The first epoch (powers still unknown) is left out.
 2. **Time to accuracy.** The same workers train AGWU and SGWU, scoring the global
    weights on the test images after every epoch: seconds to 96% and 97%, the run's idle
-   fraction ``1 - Σbusy / (m·wall)`` and the final accuracy.
+   fraction ``1 - Σbusy / (m·wall)``, the final accuracy, and where the workers found
+   their chunks (memory / a peer / the store), in the first epoch and in the later ones.
 3. **Merges per second.** 2, 4, 8 and 16 workers on threads of one process
    (``processes=False``) push LeNet-5-sized updates to one weight-server actor as fast as
    they can; optionally the same over TCP with worker processes.
@@ -109,9 +110,17 @@ def accuracy_rows(client, dataset, test, epochs: int, chunks_per_round: int | No
                 "seconds_to_97": seconds_to(report, 0.97),
                 "final_accuracy": evaluate(params),
                 "merges": report.version,
+                "first_epoch_chunks": _sources(report, [0]),
+                "later_epoch_chunks": _sources(report, range(1, report.epochs_done)),
             }
         )
     return rows
+
+
+def _sources(report, epochs) -> str:
+    """``memory/peer/storage`` chunk reads of ``epochs``, summed."""
+    counts = [report.chunk_sources[e] for e in epochs if e in report.chunk_sources]
+    return "/".join(str(sum(getattr(c, where) for c in counts)) for where in ("memory", "peer", "storage"))
 
 
 def seconds_to(report, target: float) -> float:
@@ -218,6 +227,8 @@ def main(argv=None) -> dict:
             ("seconds_to_97", "s to 97%", ".1f"),
             ("final_accuracy", "final acc", ".3f"),
             ("merges", "merges", "d"),
+            ("first_epoch_chunks", "epoch 1 mem/peer/disk", "s"),
+            ("later_epoch_chunks", "later mem/peer/disk", "s"),
         ],
     )
     print("\nWeight-actor merges per second, LeNet-5 updates:")

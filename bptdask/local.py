@@ -1,7 +1,7 @@
-"""In-process training and inference over arrays held in memory, batch by batch.
+"""In-process training over arrays held in memory, batch by batch.
 
-These loops feed :func:`bptdask.inner.train_step` and :meth:`Sequential.forward`; the
-estimator's local path is a thin layer over them.
+The loop feeds :func:`bptdask.inner.train_step`; the estimator's local path and every
+cluster worker train through it (prediction lives in :mod:`bptdask.predictor`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bptdask._typing import Array, Params
-from bptdask.backend import to_device, to_numpy
+from bptdask.backend import to_device
 from bptdask.inner import train_step
-from bptdask.kernels import softmax
 from bptdask.model import Sequential
 from bptdask.optim import SGD
 
@@ -91,14 +90,3 @@ def _prepared_batches(X: np.ndarray, y: np.ndarray, batches: list[np.ndarray], p
         stop = start + len(index)
         yield images[start:stop], labels[start:stop]
         start = stop
-
-
-def predict_proba(
-    model: Sequential, params: Params, X: np.ndarray, *, prepare: Prepare, batch_size: int = 1024
-) -> np.ndarray:
-    """Class probabilities ``(N, num_classes)`` as float64 NumPy, computed batch by batch."""
-    out = np.empty((len(X), model.num_classes), dtype=np.float64)
-    for start in range(0, len(X), batch_size):
-        logits = model.forward(params, prepare(X[start : start + batch_size]))
-        out[start : start + batch_size] = to_numpy(softmax(logits))
-    return out

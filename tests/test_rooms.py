@@ -36,14 +36,15 @@ MAY_IMPORT: dict[str, set[str]] = {
     "optim": {"_typing", "backend", "errors", "kernels", "validation"},
     "preprocess": {"_typing", "backend", "errors"},
     "serialize": {"_typing", "atomic", "backend", "errors", "model"},
-    "params": {"errors"},
     "datasets": {"errors"},
     "data": {"_typing", "atomic", "backend", "datasets", "errors", "validation"},
     "inner": _CORE,
     "local": _CORE | {"inner"},
     "outer": _CORE | {"atomic", "inner", "local", "report"},
     "cluster": _CORE | {"data", "inner", "local", "outer", "report"},
-    "estimator": _CORE | {"cluster", "data", "inner", "local", "outer", "params", "report", "serialize"},
+    "inputs": _CORE | {"data"},
+    "predictor": _CORE,
+    "estimator": _CORE | {"cluster", "data", "inner", "inputs", "local", "outer", "predictor", "report", "serialize"},
     "cli": _CORE | {"cluster", "data", "datasets", "estimator", "report"},
     "testing": _CORE | {"inner"},
 }
@@ -64,6 +65,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "local": ("dask", "distributed", "zarr"),
     "outer": ("dask", "distributed"),
     "data": ("distributed", "dask.distributed"),
+    "inputs": ("distributed", "dask.distributed"),
+    "predictor": ("distributed", "dask.distributed", "zarr"),
 }
 
 

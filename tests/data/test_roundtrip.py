@@ -39,7 +39,7 @@ def test_numpy_round_trip_and_format(tmp_path, mnist):
     assert_holds(dataset, images, labels)
     assert len(dataset) == 600 and dataset.shape == (600, 1, 28, 28) and dataset.sample_shape == (1, 28, 28)
     assert dataset.chunk_boundaries == ((0, 128), (128, 256), (256, 384), (384, 512), (512, 600))
-    assert dataset.classes == tuple(str(k) for k in range(10)) and dataset.source == "numpy"
+    assert dataset.classes == tuple(range(10)) and dataset.source == "numpy", "integer labels stay integers"
     group = zarr.open_group(tmp_path / "mnist.zarr", mode="r")
     assert group["images"].chunks == (128, 1, 28, 28) and group["labels"].chunks == (128,)
     assert group["labels"].dtype == np.int64
