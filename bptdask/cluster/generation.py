@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 from distributed import Client, Event, Future, KilledWorker
 
+from bptdask.cluster.actor import CoordinatorActor
 from bptdask.cluster.connect import worker_addresses
 from bptdask.cluster.handle import CoordinatorHandle
 from bptdask.cluster.worker import TaskSpec, train_on_worker
 from bptdask.errors import ClusterTrainingError, CoordinatorLostError
-from bptdask.outer.coordinator import TrainingCoordinator
 
 #: Errors of placing the coordinator that mean its worker is gone.
 _PLACEMENT_LOST = (OSError, TimeoutError, CancelledError, KilledWorker)
@@ -38,7 +38,9 @@ class Generation:
 
     @classmethod
     def place(cls, client: Client, number: int, home: str, spec: TaskSpec, **coordinator) -> Generation:
-        """Start a :class:`~bptdask.outer.coordinator.TrainingCoordinator` on ``home`` with ``coordinator`` arguments.
+        """Start the coordinator actor (:class:`~bptdask.cluster.actor.CoordinatorActor`) on ``home``.
+
+        ``coordinator`` are the arguments of its :class:`~bptdask.outer.coordinator.TrainingCoordinator`.
 
         Raises
         ------
@@ -48,7 +50,7 @@ class Generation:
             The scheduler placed the coordinator elsewhere.
         """
         key = f"bptdask-coordinator-{spec.run_id}-g{number}"
-        placed = client.submit(TrainingCoordinator, **coordinator, actor=True, workers=[home], pure=False, key=key)
+        placed = client.submit(CoordinatorActor, **coordinator, actor=True, workers=[home], pure=False, key=key)
         timeout = spec.config.call_timeout
         try:
             actor = placed.result(timeout=timeout)

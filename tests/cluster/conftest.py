@@ -1,23 +1,18 @@
-"""A real 3-worker LocalCluster (Nanny processes on loopback) and the MNIST sample as Zarr."""
+"""Real LocalClusters (Nanny processes on loopback) and the MNIST sample as Zarr."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 import bptdask
 from bptdask import BPTClassifier, datasets
+from bptdask.testing.clusters import nanny_cluster
 
 
 @pytest.fixture(scope="module")
 def client():
-    with (
-        LocalCluster(
-            n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with nanny_cluster(3) as (_, client):
         yield client
 
 

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 import bptdask
 from bptdask.cluster import ClusterTrainingError, fit_on_cluster, simulate_divergence, worker_addresses
 from bptdask.errors import TrainingDivergedError
 from bptdask.outer.checkpoint import CheckpointStore
 from bptdask.outer.run_config import RunConfig
+from bptdask.testing.clusters import nanny_cluster
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -39,12 +39,7 @@ FLOOR = 0.96
 @pytest.fixture
 def cluster():
     """A fresh 3-worker cluster per test: faults leave restarted workers behind."""
-    with (
-        LocalCluster(
-            n_workers=3, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as local,
-        Client(local) as client,
-    ):
+    with nanny_cluster(3) as (_, client):
         yield client
 
 

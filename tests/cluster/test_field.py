@@ -29,6 +29,7 @@ import bptdask
 from bptdask import BPTClassifier, datasets
 from bptdask.errors import ConfigurationError, DatasetError
 from bptdask.outer.checkpoint import CheckpointStore
+from bptdask.testing.clusters import nanny_cluster
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -148,13 +149,8 @@ def test_a_dataset_the_workers_share_is_read_from_storage_once(private_disk_clie
 
 @pytest.fixture(scope="module")
 def process_cluster():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield cluster, client
+    with nanny_cluster(2) as cluster_and_client:
+        yield cluster_and_client
 
 
 def test_grid_search_runs_its_fits_as_dask_tasks_under_joblib(process_cluster):
