@@ -12,6 +12,7 @@ however it ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from distributed import Client
 from bptdask._typing import Params
 from bptdask.cluster.chunks import TrainingChunks, dataset_chunks
 from bptdask.cluster.preflight import START_TIMEOUT, preflight, wait_for_workers
+from bptdask.cluster.reader import forget_cache
 from bptdask.cluster.supervise import Shell
 from bptdask.data import Dataset
 from bptdask.errors import ConfigurationError
@@ -127,3 +129,5 @@ def fit_on_cluster(
         return shell.run(state)
     finally:
         chunks.release(client)
+        with contextlib.suppress(Exception):  # a worker that left has no cache to drop
+            client.run(forget_cache, chunks.source.token)

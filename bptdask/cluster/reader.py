@@ -71,6 +71,11 @@ class ChunkCache:
 _CACHES: dict[str, ChunkCache] = {}
 
 
+def forget_cache(token: str) -> None:
+    """Drop this process's cache of the fit with chunk source ``token`` (run on every worker at its end)."""
+    _CACHES.pop(token, None)
+
+
 class ChunkReader:
     """Reads chunks of ``source`` on ``worker`` (a ``distributed.Worker``) with ``client``, its worker client."""
 

@@ -104,6 +104,13 @@ def test_fit_from_numpy_arrays_puts_the_chunks_on_the_workers(private_disk_clien
     names = private_disk_client.list_datasets()
     assert not [name for name in names if str(name).startswith("bptdask-chunk")], "the chunks are released"
 
+    def caches():
+        from bptdask.cluster import reader
+
+        return len(reader._CACHES)
+
+    assert set(private_disk_client.run(caches).values()) == {0}, "and the workers' chunk caches"
+
 
 def test_fit_from_dask_arrays_and_predict_lazily_into_zarr(private_disk_client, mnist, shared_directory):
     (X, y), (X_test, y_test) = mnist
