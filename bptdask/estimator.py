@@ -65,6 +65,10 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         The cluster to train on. None uses the current Dask client if there is one
         (outside Dask tasks), else trains in this process. Dropped by pickling, deepcopy
         and clone; :attr:`client_` resolves it.
+    merge_rule : {"concurrency", "inverse", "polynomial", "exponential"}, default "concurrency"
+        How AGWU weighs an update by its staleness (:mod:`bptdask.outer.merge_rules`):
+        ``"concurrency"`` damps only staleness beyond the other workers' merges, so it
+        keeps learning with many workers; ``"exponential"`` is the BPT-CNN paper's rule.
     merge_weight, staleness_decay, max_staleness
         AGWU's ``α0``, ``γ`` and staleness bound (:class:`bptdask.outer.weights.WeightServer`).
     chunk_size : int, default 256
@@ -130,6 +134,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         lr_schedule: str = "cosine",
         update: str = "agwu",
         client=None,
+        merge_rule: str = "concurrency",
         merge_weight: float = 1.0,
         staleness_decay: float = 0.5,
         max_staleness: int | None = None,
@@ -154,6 +159,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         self.lr_schedule = lr_schedule
         self.update = update
         self.client = client
+        self.merge_rule = merge_rule
         self.merge_weight = merge_weight
         self.staleness_decay = staleness_decay
         self.max_staleness = max_staleness
@@ -221,6 +227,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
             seed=seed,
             device=self.device,
             update=self.update,
+            merge_rule=self.merge_rule,
             merge_weight=self.merge_weight,
             staleness_decay=self.staleness_decay,
             max_staleness=self.max_staleness,

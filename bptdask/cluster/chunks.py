@@ -112,9 +112,14 @@ def scatter_chunks(
     futures = client.scatter(data, hash=False)
     client.publish_dataset(**futures)
     return TrainingChunks(
-        source, [b - a for a, b in bounds], _floats(mean), _floats(std),
-        f"{len(images)} images scattered in {len(bounds)} chunks", futures, (images, labels),
-    )  # fmt: skip
+        source,
+        [b - a for a, b in bounds],
+        _floats(mean),
+        _floats(std),
+        f"{len(images)} images scattered in {len(bounds)} chunks",
+        futures,
+        (images, labels),
+    )
 
 
 def persist_chunks(client: Client, images: da.Array, labels, *, chunk_size: int, mean, std) -> TrainingChunks:
@@ -136,9 +141,13 @@ def persist_chunks(client: Client, images: da.Array, labels, *, chunk_size: int,
     client.publish_dataset(**futures)
     sizes = [int(size) for size in images.chunks[0]]
     return TrainingChunks(
-        source, sizes, _floats(mean), _floats(std), f"{sum(sizes)} images of a dask array in {len(sizes)} chunks",
+        source,
+        sizes,
+        _floats(mean),
+        _floats(std),
+        f"{sum(sizes)} images of a dask array in {len(sizes)} chunks",
         futures,
-    )  # fmt: skip
+    )
 
 
 def dataset_chunks(

@@ -3,8 +3,8 @@
 :class:`RunConfig` carries every setting of a distributed (or in-process) fit under the
 names :class:`~bptdask.BPTClassifier` uses for them, from the estimator down to the
 weight server: the training settings each worker applies to its parts, the merge rule
-(``update``, ``merge_weight`` = AGWU's ``α0``, ``staleness_decay`` = ``γ``,
-``max_staleness``), IDPA's round size and balance, and the fault-handling timeouts.
+(``update``, ``merge_rule``, ``merge_weight`` = AGWU's ``α0``, ``staleness_decay`` =
+``γ``, ``max_staleness``), IDPA's round size and balance, and the fault-handling timeouts.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 
 from bptdask.errors import ConfigurationError
 from bptdask.optim import SGD, cosine_lr
+from bptdask.outer.merge_rules import MERGE_RULES, MergeRule
 from bptdask.validation import check_choice, check_integer, check_number
 
 #: IDPA round size per worker taking part, when ``chunks_per_round`` is None.
@@ -57,8 +58,11 @@ class RunConfig:
         Where each worker trains; ``"auto"`` lets each take its GPU if it has one.
     update : {"agwu", "sgwu"}
         Merge each update as it arrives (AGWU) or average each round (SGWU).
+    merge_rule : {"concurrency", "inverse", "polynomial", "exponential"}
+        How AGWU weighs a push by its staleness (:mod:`bptdask.outer.merge_rules`);
+        ``"exponential"`` is the BPT-CNN paper's ``α = α0 · w_j · γ^s``.
     merge_weight : float in (0, 1]
-        AGWU's ``α0``: ``α = α0 · w_j · γ^s``.
+        AGWU's ``α0``, the scale of the rule.
     staleness_decay : float in (0, 1]
         AGWU's ``γ``; 1 means no decay.
     max_staleness : int or None
@@ -88,6 +92,7 @@ class RunConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "gpu"] = "auto"
     update: Literal["agwu", "sgwu"] = "agwu"
+    merge_rule: MergeRule = "concurrency"
     merge_weight: float = 1.0
     staleness_decay: float = 0.5
     max_staleness: int | None = None
@@ -119,6 +124,7 @@ class RunConfig:
         object.__setattr__(self, "dtype", check_choice("dtype", _dtype_name(self.dtype), ("float32", "float64")))
         check_choice("device", self.device, ("auto", "cpu", "gpu"))
         check_choice("update", self.update, ("agwu", "sgwu"))
+        check_choice("merge_rule", self.merge_rule, MERGE_RULES)
         check_choice("balance", self.balance, ("power", "even"))
         if not isinstance(self.nesterov, bool):
             raise ConfigurationError(f"nesterov must be True or False, got {self.nesterov!r}")

@@ -8,16 +8,13 @@ round's ``N_round`` samples and the ``m`` workers the round was split between.
 
 AGWU (``update="agwu"``) merges each push at once. With staleness ``s = v - v_j``::
 
-    W <- W + alpha * delta,    alpha = merge_weight * w_j * staleness_decay**s,    v <- v + 1
+    W <- W + alpha * delta,    v <- v + 1
 
-(``merge_weight`` is the design's ``α0``, ``staleness_decay`` its ``γ``) where
-``w_j = n_j * m / N_round`` is the part's data share (1 for an equal split). The share,
-not the local step count, weighs a push: a bigger share already makes a bigger delta, so
-the two are never combined. A push staler than ``max_staleness`` is rejected and the
-worker re-pulls. ``merge_weight = 1`` by default: with ``staleness_decay = 0.5``, ``m``
-equal shares pushed at staleness ``0 .. m-1`` add ``sum(γ**s) < 2`` deltas' worth per
-round, the order of SGWU's one average delta, while ``1/m`` would shrink that to under
-``2/m`` of a delta.
+where ``alpha`` follows the run's merge rule (:mod:`bptdask.outer.merge_rules`) from the
+part's data share ``w_j = n_j * m / N_round`` (1 for an equal split), its staleness and
+the ``m`` workers of its round. The share, not the local step count, weighs a push: a
+bigger share already makes a bigger delta, so the two are never combined. A push staler
+than ``max_staleness`` is rejected and the worker re-pulls.
 
 SGWU (``update="sgwu"``, the synchronous baseline) holds the pushes of a round until
 they cover its ``N_round`` samples, then applies their data-share average
@@ -43,6 +40,7 @@ import numpy as np
 from bptdask._typing import Params
 from bptdask.backend import to_numpy
 from bptdask.errors import ConfigurationError, DataError, ProtocolError, ShapeError
+from bptdask.outer.merge_rules import merge_alpha
 from bptdask.outer.protocol import PartKey, PushResult
 from bptdask.outer.run_config import RunConfig
 from bptdask.report import MergeLog, MergeRecord
@@ -205,8 +203,14 @@ class WeightServer:
             held = _Held(clean, staleness, int(base_version), int(n_samples), float(seconds))
             if self.config.update == "sgwu":
                 return self._hold(key, held, int(round_samples))
-            share = n_samples * n_workers / round_samples
-            alpha = self.config.merge_weight * share * self.config.staleness_decay**staleness
+            alpha = merge_alpha(
+                self.config.merge_rule,
+                merge_weight=self.config.merge_weight,
+                share=n_samples * n_workers / round_samples,
+                staleness=staleness,
+                n_workers=n_workers,
+                staleness_decay=self.config.staleness_decay,
+            )
             self._apply({key: (held, alpha)})
             return self._results[key]
 

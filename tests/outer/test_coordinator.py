@@ -255,7 +255,12 @@ def _drive(coordinator, workers, trained, *, stop_after=None, delta_value=1.0):
 
 def test_a_coordinator_restored_from_a_checkpoint_trains_each_remaining_chunk_once(tmp_path):
     _, first = start(
-        epochs=3, checkpoint=tmp_path, checkpoint_every=3, background_checkpoints=False, run={"run": "digits"}
+        epochs=3,
+        checkpoint=tmp_path,
+        checkpoint_every=3,
+        background_checkpoints=False,
+        run={"run": "digits"},
+        merge_rule="exponential",
     )
     before = {}
     _drive(first, ("a", "b"), before, stop_after=14)

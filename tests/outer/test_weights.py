@@ -27,8 +27,12 @@ def filled(value, dtype="float64"):
 
 
 def server_of(params, **rule):
-    """A weight server over ``params`` with the merge rule ``rule`` (RunConfig's names)."""
-    return WeightServer(params, RunConfig(**rule))
+    """A weight server over ``params`` with the merge rule ``rule`` (RunConfig's names).
+
+    The paper's exponential rule unless told otherwise: these tests check the server's
+    mechanics (shares, staleness, idempotence, copies) by hand-computed weights.
+    """
+    return WeightServer(params, RunConfig(**{"merge_rule": "exponential", **rule}))
 
 
 def push(server, worker, round_index, part_index, delta, **counts):
@@ -80,7 +84,7 @@ def test_a_duplicate_push_returns_the_first_result_and_changes_nothing():
 
 def test_merge_records_describe_each_merge_on_the_runs_clock():
     clock = iter([10.0, 10.5, 11.25])
-    server = WeightServer(zeros(), RunConfig(), clock=lambda: next(clock))
+    server = WeightServer(zeros(), RunConfig(merge_rule="exponential"), clock=lambda: next(clock))
     for part in range(3):
         push(server, "w", 0, part, filled(1.0), base_version=0, n_samples=10 + part)
     log = server.merge_log()
@@ -244,17 +248,18 @@ class AgwuServerMachine(RuleBasedStateMachine):
     accepted = Bundle("accepted")
 
     @initialize(
+        rule=st.sampled_from(["exponential", "concurrency"]),
         alpha0=st.sampled_from([1.0, 0.5, 0.25]),
         gamma=st.sampled_from([1.0, 0.5, 0.9]),
         max_staleness=st.one_of(st.none(), st.integers(0, 3)),
         seed=st.integers(0, 2**32),
     )
-    def start(self, alpha0, gamma, max_staleness, seed):
+    def start(self, rule, alpha0, gamma, max_staleness, seed):
         self.rng = np.random.default_rng(seed)
         self.initial = {name: self.rng.standard_normal(shape) for name, shape in SHAPES.items()}
-        rule = RunConfig(merge_weight=alpha0, staleness_decay=gamma, max_staleness=max_staleness)
-        self.server = WeightServer(self.initial, rule)
-        self.options = (alpha0, gamma, max_staleness)
+        config = RunConfig(merge_rule=rule, merge_weight=alpha0, staleness_decay=gamma, max_staleness=max_staleness)
+        self.server = WeightServer(self.initial, config)
+        self.rule, self.options = rule, (alpha0, gamma, max_staleness)
         self.reference = {name: value.copy() for name, value in self.initial.items()}
         self.version = 0
         self.last_seen_version = 0
@@ -291,7 +296,11 @@ class AgwuServerMachine(RuleBasedStateMachine):
         if max_staleness is not None and staleness > max_staleness:
             assert result.status == "stale" and result.version == self.version
             return multiple()
-        alpha = alpha0 * (n_samples * n_workers / (n_samples + extra)) * gamma**staleness
+        share = n_samples * n_workers / (n_samples + extra)
+        if self.rule == "exponential":
+            alpha = alpha0 * share * gamma**staleness
+        else:  # only staleness beyond the other workers' merges is damped
+            alpha = alpha0 * share / n_workers * gamma ** max(0, staleness - n_workers + 1)
         assert result.status == "merged" and result.alpha == pytest.approx(alpha, rel=1e-12)
         self.version += 1
         assert result.version == self.version

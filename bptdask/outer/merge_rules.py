@@ -1,0 +1,85 @@
+"""How much of a pushed update AGWU applies: the merge rules, as pure functions.
+
+A worker's push carries ``delta = W_j - W(v_j)``, trained on its part's ``n_j`` samples;
+the server applies ``W <- W + alpha * delta``. Every rule weighs the part's data share
+``w = n_j * m / N_round`` (1 for an equal split of a round between its ``m`` workers) and
+the push's staleness ``s = v - v_j`` (merges since the worker pulled):
+
+==============  ======================================================================
+rule            ``alpha``
+==============  ======================================================================
+``concurrency`` ``merge_weight * w / m * staleness_decay ** max(0, s - (m - 1))``:
+                with ``m`` workers training, a push overtaken by at most the ``m - 1``
+                others' merges is on time; only staleness beyond that is damped. A
+                round's ``m`` on-time pushes add up to ``merge_weight`` (1: one average
+                update a round, as SGWU applies).
+``inverse``     ``merge_weight * w / max(1, s)``: the staleness-aware rate of Zhang et
+                al. (2016).
+``polynomial``  ``merge_weight * w * (s + 1) ** -0.5``: FedAsync's decay (Xie et al. 2019).
+``exponential`` ``merge_weight * w * staleness_decay ** s``: the BPT-CNN paper's rule. With
+                ``m`` workers pushing in turn every push is about ``m - 1`` merges stale,
+                so at 16 workers and decay 0.5 each update counts about 0.003%.
+==============  ======================================================================
+
+:func:`round_weight` gives what a round of pushes adds up to under a rule once every
+worker trains, for tests and the run report.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+MergeRule = Literal["concurrency", "inverse", "polynomial", "exponential"]
+MERGE_RULES: tuple[str, ...] = ("concurrency", "inverse", "polynomial", "exponential")
+
+#: FedAsync's polynomial staleness exponent (its experiments' best, a = 0.5).
+POLYNOMIAL_EXPONENT = 0.5
+
+
+def merge_alpha(
+    rule: MergeRule, *, merge_weight: float, share: float, staleness: int, n_workers: int, staleness_decay: float
+) -> float:
+    """The weight ``alpha`` a push gets under ``rule`` (see the module docstring).
+
+    Parameters
+    ----------
+    merge_weight : float
+        The rule's scale (``α0``).
+    share : float
+        The part's data share ``n_j * m / N_round``.
+    staleness : int
+        Merges since the worker pulled the weights it trained from.
+    n_workers : int
+        The ``m`` workers the part's round was split between (training at the same time).
+    staleness_decay : float
+        ``γ`` of the exponential and concurrency rules.
+    """
+    if rule == "concurrency":
+        excess = max(0, staleness - (n_workers - 1))
+        return merge_weight * share / n_workers * staleness_decay**excess
+    if rule == "inverse":
+        return merge_weight * share / max(1, staleness)
+    if rule == "polynomial":
+        return merge_weight * share * (staleness + 1) ** -POLYNOMIAL_EXPONENT
+    if rule == "exponential":
+        return merge_weight * share * staleness_decay**staleness
+    raise ValueError(f"unknown merge rule {rule!r}; choose one of {MERGE_RULES}")
+
+
+def round_weight(rule: MergeRule, *, merge_weight: float, n_workers: int, staleness_decay: float) -> float:
+    """The total ``alpha`` of a round of ``n_workers`` equal parts in the steady state.
+
+    There every push is overtaken by the other ``n_workers - 1`` workers' merges, so
+    each has staleness ``n_workers - 1``: ``concurrency`` adds up to ``merge_weight``
+    whatever the number of workers, ``exponential`` to ``m * γ ** (m - 1)``, which
+    vanishes as ``m`` grows.
+    """
+    alpha = merge_alpha(
+        rule,
+        merge_weight=merge_weight,
+        share=1.0,
+        staleness=n_workers - 1,
+        n_workers=n_workers,
+        staleness_decay=staleness_decay,
+    )
+    return n_workers * alpha
