@@ -11,6 +11,9 @@
 ``generation``     coordinators before the last one (recoveries and resumes)
 ``rounds``         one :class:`RoundReport` per IDPA round: busy time, makespan, idle fraction
 ``chunk_sources``  epoch -> :class:`ChunkSources`: chunks read from memory, from a peer, from storage
+``merge_rule``     the AGWU merge rule and its parameters, e.g. ``"concurrency(merge_weight=1, staleness_decay=0.5)"``
+``max_staleness``  the staleness bound (None: none)
+``epoch_merges``   epoch -> :class:`EpochMerges`: merges, staleness, the weight applied, the effective step
 ``workers``        worker name -> :class:`WorkerTotals` (parts, samples, power, staleness)
 ``merges``         every merge, a :class:`MergeLog` of :class:`MergeRecord`
 ``evaluations``    one :class:`Evaluation` per scored epoch (with ``validation_data``)
@@ -230,6 +233,22 @@ class ChunkSources:
         self.storage += other.storage
 
 
+@dataclass
+class EpochMerges:
+    """The updates that counted for one epoch, and how much of them was applied.
+
+    ``total_alpha`` adds up the weights the merge rule gave them (1 a round: as much as
+    SGWU's one average update); ``effective_lr`` is the epoch's learning rate times the
+    weight applied per round: the rate a synchronous average would need to move as far.
+    """
+
+    merges: int = 0
+    mean_staleness: float = 0.0
+    max_staleness: int = 0
+    total_alpha: float = 0.0
+    effective_lr: float = 0.0
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """The global weights scored at the end of an epoch (``epoch`` epochs completed)."""
@@ -282,6 +301,9 @@ class RunReport:
     restored_version: int | None
     seen_version: int
     chunk_sources: dict[int, ChunkSources] = field(default_factory=dict)
+    merge_rule: str = ""
+    max_staleness: int | None = None
+    epoch_merges: dict[int, EpochMerges] = field(default_factory=dict)
     coordinator: str = ""
     worker_loops: dict[str, WorkerSummary] = field(default_factory=dict)
     lost_workers: dict[str, str] = field(default_factory=dict)
@@ -300,6 +322,7 @@ class RunReport:
             plain[name] = {key: dataclasses.asdict(record) for key, record in plain[name].items()}
         plain["checkpoints"] = dataclasses.asdict(self.checkpoints)
         plain["chunk_sources"] = {str(epoch): dataclasses.asdict(c) for epoch, c in self.chunk_sources.items()}
+        plain["epoch_merges"] = {str(epoch): dataclasses.asdict(m) for epoch, m in self.epoch_merges.items()}
         return json.loads(json.dumps(plain))
 
     @classmethod
@@ -314,6 +337,7 @@ class RunReport:
         values["worker_loops"] = {key: WorkerSummary(**record) for key, record in data.get("worker_loops", {}).items()}
         values["checkpoints"] = CheckpointStatus(**data["checkpoints"])
         values["chunk_sources"] = {int(e): ChunkSources(**c) for e, c in data.get("chunk_sources", {}).items()}
+        values["epoch_merges"] = {int(e): EpochMerges(**m) for e, m in data.get("epoch_merges", {}).items()}
         return cls(**values)
 
 
@@ -351,6 +375,9 @@ def format_report(report: RunReport) -> str:
             f"{row['worker']:<28} {row['device']:>6} {row['parts']:>6} {row['samples']:>8} "
             f"{row['busy_seconds']:>8.2f} {row['power']:>10.0f} {row['mean_staleness']:>9.2f}"
         )
+    if report.epoch_merges:
+        steps = ", ".join(f"{m.effective_lr:.3g}" for _, m in sorted(report.epoch_merges.items()))
+        lines.append(f"merge rule {report.merge_rule}; effective learning rate by epoch: {steps}")
     if report.chunk_sources:
         per_epoch = ", ".join(f"{c.memory}/{c.peer}/{c.storage}" for _, c in sorted(report.chunk_sources.items()))
         lines.append(f"chunks from memory/peer/storage, by epoch: {per_epoch}")

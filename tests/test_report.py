@@ -10,6 +10,7 @@ import pytest
 from bptdask.report import (
     MERGE_COLUMNS,
     CheckpointStatus,
+    EpochMerges,
     Evaluation,
     MergeLog,
     MergeRecord,
@@ -57,6 +58,9 @@ def sample_report():
         recoveries=[Recovery(1.25, B, "its worker left", 2, 1, A)],
         merges_lost=1,
         resumed_from=None,
+        merge_rule="concurrency(merge_weight=1, staleness_decay=0.5)",
+        max_staleness=4,
+        epoch_merges={0: EpochMerges(5, 1.2, 2, 1.0, 0.05)},
     )
 
 
@@ -93,4 +97,5 @@ def test_the_summary_names_workers_losses_and_recoveries():
     assert f"lost {B}: silent: treated as frozen" in text
     assert f"coordinator on {B} lost at 1.2 s; recreated on {A} from version 2 (1 merges lost)" in text
     assert "3 checkpoints written, the last of version 5" in text
+    assert "merge rule concurrency(merge_weight=1, staleness_decay=0.5); effective learning rate by epoch: 0.05" in text
     assert f"{A:<28}    cpu      3      120" in text and f"{B:<28}   lost      2       80" in text

@@ -38,7 +38,15 @@ from bptdask.outer.protocol import Assignment, EpochWeights, PartKey, Progress, 
 from bptdask.outer.run_config import RunConfig
 from bptdask.outer.schedule import EpochSchedule
 from bptdask.outer.weights import WeightServer
-from bptdask.report import CheckpointStatus, ChunkSources, Evaluation, RoundReport, RunReport, WorkerTotals
+from bptdask.report import (
+    CheckpointStatus,
+    ChunkSources,
+    EpochMerges,
+    Evaluation,
+    RoundReport,
+    RunReport,
+    WorkerTotals,
+)
 
 
 class TrainingCoordinator:
@@ -97,6 +105,7 @@ class TrainingCoordinator:
         self.workers: dict[str, WorkerTotals] = {worker: WorkerTotals() for worker in worker_names}
         self.holdings: dict[str, frozenset[int]] = {}
         self.chunk_sources: dict[int, ChunkSources] = {}
+        self.epoch_merges: dict[int, EpochMerges] = {}
         self.schedule = EpochSchedule(
             self.chunk_sizes,
             self.workers,
@@ -220,12 +229,22 @@ class TrainingCoordinator:
             totals.staleness.append(result.staleness)
             if sources is not None:
                 self.chunk_sources.setdefault(plan.epoch, ChunkSources()).add(sources)
+            self._count_merge(plan, result)
         if self.config.update == "sgwu" and result.status == "merged":
             self.schedule.round_merged(plan)
         self._close_finished_epochs()
         if result.status == "merged" and self.writer is not None:
             self.writer.merged(self.server.version, self.snapshot)
         return result
+
+    def _count_merge(self, plan: EpochPlan, result: PushResult) -> None:
+        """Add an accepted update to its epoch's :class:`EpochMerges`."""
+        merges = self.epoch_merges.setdefault(plan.epoch, EpochMerges())
+        merges.mean_staleness = (merges.mean_staleness * merges.merges + result.staleness) / (merges.merges + 1)
+        merges.merges += 1
+        merges.max_staleness = max(merges.max_staleness, result.staleness)
+        merges.total_alpha += result.alpha
+        merges.effective_lr = self.config.optimizer(plan.epoch).lr * merges.total_alpha / plan.n_rounds
 
     def _count_invalid(self, key: PartKey) -> None:
         self.invalid_streak += 1
@@ -382,6 +401,12 @@ class TrainingCoordinator:
         if self.epochs_done >= self.config.epochs:
             self.finished_at = self.elapsed()
 
+    def _rule_description(self) -> str:
+        config = self.config
+        if config.update == "sgwu":
+            return "sgwu (each round's data-share average)"
+        return f"{config.merge_rule}(merge_weight={config.merge_weight:g}, staleness_decay={config.staleness_decay:g})"
+
     def report(self) -> RunReport:
         """The run so far: rounds, per-worker totals, merges, scores, checkpoints.
 
@@ -412,4 +437,7 @@ class TrainingCoordinator:
             restored_version=self.restored_version,
             seen_version=self.seen_version,
             chunk_sources={epoch: dataclasses.replace(c) for epoch, c in self.chunk_sources.items()},
+            merge_rule=self._rule_description(),
+            max_staleness=self.config.max_staleness,
+            epoch_merges={epoch: dataclasses.replace(m) for epoch, m in self.epoch_merges.items()},
         )
