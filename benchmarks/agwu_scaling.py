@@ -9,7 +9,10 @@ on loopback; the global weights are scored on the test images after every epoch.
    batch 32, the same network and initial weights) when torch is installed.
 2. **Unequal speeds.** 4 workers made 1×, 2×, 4× and 8× slower by the simulated slowdown
    (:func:`bptdask.cluster.simulate_slowdown`; DDP ranks sleep alike after each step):
-   seconds to the target accuracy for AGWU (the default rule), SGWU and DDP.
+   seconds to the target accuracy for AGWU (``--unequal-rule``, the default rule unless
+   named), SGWU and DDP.
+
+The JSON is rewritten after every run, so a long sweep cut short keeps what it measured.
 
     python benchmarks/agwu_scaling.py                        # everything (about an hour on 2 cores)
     python benchmarks/agwu_scaling.py --workers 16 --seeds 0 --no-unequal
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 from common import print_table, write_report
 from ddp_peer import ddp_run
@@ -91,15 +95,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rules", nargs="+", default=list(MERGE_RULES), choices=MERGE_RULES)
+    parser.add_argument("--unequal-rule", default=RunConfig().merge_rule, choices=MERGE_RULES)
     parser.add_argument("--target", type=float, default=0.95, help="accuracy whose first epoch is timed")
     parser.add_argument("--no-ddp", dest="ddp", action="store_false", help="leave the PyTorch peer out")
     parser.add_argument("--no-unequal", dest="unequal", action="store_false", help="skip the unequal-speed part")
+    parser.add_argument("--output", type=Path, default=None, help="JSON path (default results/agwu_scaling.json)")
     parser.add_argument("--scratch", default="/tmp", help="folder for the Zarr dataset")
     args = parser.parse_args(argv)
 
     dataset, test = mnist(args.scratch)
     train_images, train_labels = dataset.read(0, dataset.num_chunks, subset="train")
     equal, unequal = [], []
+    results = {"equal": equal, "unequal": unequal, "epochs": args.epochs, "target": args.target}
+
+    def record(rows: list[dict], row: dict) -> None:
+        rows.append(row)
+        write_report("agwu_scaling", [results], args.output)
+
     with (
         LocalCluster(
             n_workers=max(args.workers), threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
@@ -110,20 +122,21 @@ def main(argv=None) -> dict:
             for seed in args.seeds:
                 common = {"workers": workers, "seed": seed, "epochs": args.epochs, "target": args.target}
                 for rule in args.rules:
-                    equal.append(bptdask_run(client, dataset, test, update="agwu", rule=rule, **common))
-                equal.append(bptdask_run(client, dataset, test, update="sgwu", rule="concurrency", **common))
+                    record(equal, bptdask_run(client, dataset, test, update="agwu", rule=rule, **common))
+                record(equal, bptdask_run(client, dataset, test, update="sgwu", rule="concurrency", **common))
                 if args.ddp:
-                    equal.append(ddp_run((train_images, train_labels), test, dataset, **common))
+                    record(equal, ddp_run((train_images, train_labels), test, dataset, **common))
                 print(f"{workers} workers, seed {seed}: done", flush=True)
         if args.unequal:
             addresses = worker_addresses(client)[: len(SLOWDOWNS)]
             simulate_slowdown(client, dict(zip(addresses, SLOWDOWNS, strict=True)))
             for seed in args.seeds:
                 common = {"workers": len(SLOWDOWNS), "seed": seed, "epochs": args.epochs, "target": args.target}
-                unequal.append(bptdask_run(client, dataset, test, update="agwu", rule="concurrency", **common))
-                unequal.append(bptdask_run(client, dataset, test, update="sgwu", rule="concurrency", **common))
+                record(unequal, bptdask_run(client, dataset, test, update="agwu", rule=args.unequal_rule, **common))
+                record(unequal, bptdask_run(client, dataset, test, update="sgwu", rule="concurrency", **common))
                 if args.ddp:
-                    unequal.append(ddp_run((train_images, train_labels), test, dataset, slowdowns=SLOWDOWNS, **common))
+                    ddp = ddp_run((train_images, train_labels), test, dataset, slowdowns=SLOWDOWNS, **common)
+                    record(unequal, ddp)
             simulate_slowdown(client, {})
 
     columns = [
@@ -140,8 +153,7 @@ def main(argv=None) -> dict:
     if unequal:
         print(f"\nSpeeds 1:2:4:8, 4 workers: seconds to {args.target:.0%} (median over seeds):")
         print_table(summarise(unequal), columns)
-    results = {"equal": equal, "unequal": unequal, "epochs": args.epochs, "target": args.target}
-    print(f"wrote {write_report('agwu_scaling', [results])}")
+    print(f"wrote {write_report('agwu_scaling', [results], args.output)}")
     return results
 
 

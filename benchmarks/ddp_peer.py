@@ -3,13 +3,18 @@
 Each rank trains the same LeNet-5 (the same initial weights as bptdask's, copied by
 name) on its shard of every epoch with batch 32, SGD with momentum 0.9, weight decay
 5e-4 and the same cosine learning rate; gradients are averaged every step. A rank given
-a slowdown factor sleeps ``(factor - 1)`` times each step's compute, so everyone waits
-for it at the next all-reduce, as DDP does for a slow machine. Rank 0 scores the model
-on the test images after every epoch (that time is left out of the clock).
+a slowdown factor sleeps ``(factor - 1)`` times a step's compute after each step, so
+everyone waits for it at the next all-reduce, as DDP does for a slow machine. The
+compute is timed once, before training, on local steps without the all-reduce: a step
+timed inside DDP includes the wait for the slowest rank, and sleeping in proportion to
+that would compound. Rank 0 scores the model on the test images after every epoch (that
+time is left out of the clock).
 """
 
 from __future__ import annotations
 
+import datetime
+import queue
 import socket
 import time
 
@@ -25,6 +30,25 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+#: Seconds a run may take before it counts as hung (gloo's own timeout, and the wait for rank 0).
+RUN_TIMEOUT = 1800.0
+
+#: Local steps timed, after one warm-up, to learn a rank's compute per step.
+CALIBRATION_STEPS = 5
+
+
+def _compute_seconds(network, loss, X, y) -> float:
+    """Median seconds of a forward, backward and gradient reset on one batch of 32, without DDP."""
+    times = []
+    for _ in range(CALIBRATION_STEPS + 1):
+        started = time.perf_counter()
+        network.zero_grad()
+        loss(network(X[:32]), y[:32]).backward()
+        times.append(time.perf_counter() - started)
+    network.zero_grad()
+    return float(np.median(times[1:]))
+
+
 def _rank(rank, world, port, train, test, mean, std, seed, epochs, factor, results):
     import torch
     import torch.distributed as dist
@@ -33,7 +57,13 @@ def _rank(rank, world, port, train, test, mean, std, seed, epochs, factor, resul
     from bptdask.testing.torch_peer import torch_network
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=RUN_TIMEOUT),
+    )
     model = bptdask.models.lenet5()
     network = torch_network(model, model.init_params(seed)).train()
     ddp = DistributedDataParallel(network)
@@ -46,6 +76,7 @@ def _rank(rank, world, port, train, test, mean, std, seed, epochs, factor, resul
 
     X, y = prepared(train[0]), torch.from_numpy(train[1].astype(np.int64))
     X_test, y_test = prepared(test[0]), torch.from_numpy(test[1].astype(np.int64))
+    pause = (factor - 1) * _compute_seconds(network, loss, X, y)
     per_rank = len(y) // world
     curve, evaluating = [], 0.0
     dist.barrier()
@@ -57,12 +88,11 @@ def _rank(rank, world, port, train, test, mean, std, seed, epochs, factor, resul
         shard = order[rank * per_rank : (rank + 1) * per_rank]
         for start in range(0, per_rank, 32):
             index = torch.from_numpy(shard[start : start + 32])
-            step_started = time.perf_counter()
             optimizer.zero_grad()
             loss(ddp(X[index]), y[index]).backward()
             optimizer.step()
-            if factor > 1:
-                time.sleep((factor - 1) * (time.perf_counter() - step_started))
+            if pause > 0:
+                time.sleep(pause)
         if rank == 0:
             scoring = time.perf_counter()
             network.eval()
@@ -82,7 +112,7 @@ def ddp_run(train, test, dataset, *, workers, seed, epochs, target, slowdowns=No
     import torch.multiprocessing as mp
 
     context = mp.get_context("spawn")
-    results = context.SimpleQueue()
+    results = context.Queue()
     port = _free_port()
     factors = list(slowdowns or ()) + [1.0] * workers
     processes = [
@@ -95,9 +125,16 @@ def ddp_run(train, test, dataset, *, workers, seed, epochs, target, slowdowns=No
     started = time.perf_counter()
     for process in processes:
         process.start()
-    curve = results.get()
+    try:
+        curve = results.get(timeout=RUN_TIMEOUT)
+    except queue.Empty:
+        curve = None
     for process in processes:
-        process.join()
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+    if curve is None:
+        raise RuntimeError(f"the DDP run on {workers} ranks gave no result within {RUN_TIMEOUT:.0f} s")
     accuracies = [accuracy for _, accuracy in curve]
     return {
         "method": "PyTorch DDP",
