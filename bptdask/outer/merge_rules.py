@@ -13,8 +13,11 @@ rule            ``alpha``
                 others' merges is on time; only staleness beyond that is damped. A
                 round's ``m`` on-time pushes add up to ``merge_weight`` (1: one average
                 update a round, as SGWU applies).
-``inverse``     ``merge_weight * w / max(1, s)``: the staleness-aware rate of Zhang et
-                al. (2016).
+``inverse``     ``merge_weight * w / (s + 1)``: the staleness-aware rate of Zhang et
+                al. (2016), whose staleness ``τ = s + 1`` counts the push's own merge
+                (``m`` workers in turn give ``τ = m``). A round's on-time pushes add up
+                to ``merge_weight`` as under ``concurrency``, but a fresher push
+                weighs more and a staler one less (by ``1/τ``, not exponentially).
 ``polynomial``  ``merge_weight * w * (s + 1) ** -0.5``: FedAsync's decay (Xie et al. 2019).
 ``exponential`` ``merge_weight * w * staleness_decay ** s``: the BPT-CNN paper's rule. With
                 ``m`` workers pushing in turn every push is about ``m - 1`` merges stale,
@@ -58,7 +61,7 @@ def merge_alpha(
         excess = max(0, staleness - (n_workers - 1))
         return merge_weight * share / n_workers * staleness_decay**excess
     if rule == "inverse":
-        return merge_weight * share / max(1, staleness)
+        return merge_weight * share / (staleness + 1)
     if rule == "polynomial":
         return merge_weight * share * (staleness + 1) ** -POLYNOMIAL_EXPONENT
     if rule == "exponential":

@@ -47,11 +47,22 @@ def test_a_staler_push_never_weighs_more(rule, staleness, n_workers, decay):
 
 
 @pytest.mark.parametrize("n_workers", [1, 2, 4, 8, 16, 64])
-def test_the_concurrency_rule_adds_one_update_a_round_whatever_the_number_of_workers(n_workers):
-    assert round_weight("concurrency", merge_weight=1.0, n_workers=n_workers, staleness_decay=0.5) == pytest.approx(1)
+@pytest.mark.parametrize("rule", ["concurrency", "inverse"])
+def test_a_round_adds_one_update_whatever_the_number_of_workers(rule, n_workers):
+    assert round_weight(rule, merge_weight=1.0, n_workers=n_workers, staleness_decay=0.5) == pytest.approx(1)
+
+
+@pytest.mark.parametrize("n_workers", [1, 2, 4, 8, 16, 64])
+def test_the_concurrency_rule_damps_only_staleness_beyond_the_other_workers(n_workers):
     on_time = alpha("concurrency", n_workers - 1, n_workers=n_workers)
     assert on_time == pytest.approx(1 / n_workers), "overtaken only by the others' merges: on time"
     assert alpha("concurrency", n_workers + 2, n_workers=n_workers) == pytest.approx(on_time * 0.5**3)
+
+
+def test_the_inverse_rule_counts_a_pushs_own_merge_as_zhang_et_al():
+    assert alpha("inverse", 0) == 1.0, "a push with no merge since its pull is a plain SGD step"
+    assert alpha("inverse", 3, n_workers=4) == pytest.approx(1 / 4)
+    assert alpha("inverse", 9, n_workers=4) == pytest.approx(1 / 10), "beyond the concurrency: 1/τ, not γ^s"
 
 
 def test_the_papers_rule_vanishes_as_workers_grow_and_the_others_do_not():
