@@ -84,6 +84,14 @@ class ProtocolError(BptDaskError, RuntimeError):
     """A caller broke the coordinator's protocol (pushed a part never handed out, rejoined under a dropped name)."""
 
 
+
+class DatasetBusyError(DatasetError):
+    """Another ingest is writing the same dataset path right now; one writer at a time."""
+
+
+class DatasetChangedError(DatasetError):
+    """A dataset was replaced or altered after it was opened; open it again."""
+
 def __getattr__(name: str):
     if name == "NotFittedError":
         from sklearn.exceptions import NotFittedError as SklearnNotFittedError
