@@ -110,7 +110,9 @@ class Shell:
         return []
 
     def _start_coordinator(self, action: rules.StartCoordinator) -> list[rules.Observation]:
-        restore = self.store.latest() if action.from_checkpoint and self.store is not None else None
+        restore = None
+        if action.from_checkpoint and self.store is not None:
+            restore = self.store.latest(run=self.run_description)
         if action.from_checkpoint and restore is None:
             return [rules.CheckpointMissing(action.generation)]
         if self.generation is not None:

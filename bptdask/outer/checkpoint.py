@@ -14,10 +14,17 @@ as one float64 table (``merges``, a row per merge, columns
 document in the group's attributes: the version, generation, completed epochs, the
 completed chunks of every open epoch (IDPA state), the workers' measured powers, epoch
 end times, scores, the seed, and the description of the run
-(:func:`~bptdask.outer.run_config.describe_run`: architecture, settings, chunk sizes) that a
+(:func:`~bptdask.outer.run_config.describe_run`: architecture, settings, seed, data) that a
 resume must match (:meth:`CheckpointStore.resume`). Nothing is pickled. Loading reads
 only Zarr v3 arrays of numeric dtypes through a fixed list of codecs, so a file can
 never run code; anything else is refused.
+
+Integrity: every chunk is stored (also an all-zero one) with a CRC32C checksum (Zarr's
+``crc32c`` codec, as datasets are), the document records each array's shape, dtype and
+the CRC32C of its contents, and the document carries the CRC32C of itself. Loading
+checks all of them, so a deleted, truncated, bit-flipped or swapped file raises
+:class:`~bptdask.errors.CheckpointError` naming it, and :meth:`CheckpointStore.latest`
+falls back to the newest intact checkpoint, with a warning.
 
 The directory must be on a file system the coordinator's worker and the client share
 (the dataset's usually is): the coordinator writes, the client reads after a failure.
@@ -28,9 +35,11 @@ fsync-ed, so a power loss may.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
+import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,9 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import zarr
 import zarr.errors
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.storage import LocalStore
 
 from bptdask._typing import Params
@@ -52,11 +63,14 @@ from bptdask.validation import check_integer
 
 FORMAT_NAME = "bptdask-checkpoints"
 #: 2: the run's description and its seed are stored apart (``run``, ``seed``).
-FORMAT_VERSION = 2
+#: 3: checksums (chunks, array contents, the document) and every chunk stored.
+FORMAT_VERSION = 3
 #: Codecs a checkpoint's arrays may use; an array naming any other is refused unread.
 SAFE_CODECS = frozenset({"bytes", "zstd", "gzip", "crc32c", "transpose", "blosc"})
 _NAME = re.compile(r"^g(\d{4,})-v(\d{12,})$")
 _NUMERIC_KINDS = "fiub"
+#: The document's key holding the CRC32C of the rest of it.
+_CHECKSUM_KEY = "checksum"
 
 
 @dataclass
@@ -94,7 +108,10 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
     Raises
     ------
     ConfigurationError
-        For a URL, a file, or a directory that holds other things.
+        For a URL, a file, a directory that holds other things or cannot be listed, or
+        one checkpoint of a checkpoint directory (its parent is meant).
+    CheckpointError
+        For a checkpoint directory whose own ``zarr.json`` is damaged.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigurationError(f"checkpoint must be a directory path, got {type(path).__name__} {path!r}")
@@ -107,7 +124,18 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
     resolved = Path(text).expanduser().resolve()
     if resolved.exists() and not resolved.is_dir():
         raise ConfigurationError(f"checkpoint {text!r} is a file; pass a directory (new or holding checkpoints)")
-    if resolved.is_dir() and any(resolved.iterdir()) and _root_format(resolved) != FORMAT_NAME:
+    try:
+        occupied = resolved.is_dir() and any(resolved.iterdir())
+    except OSError as exc:
+        raise ConfigurationError(
+            f"checkpoint directory {text!r} cannot be listed ({exc.strerror}); pass a directory this process "
+            "may read and write"
+        ) from None
+    if _NAME.match(resolved.name) and (resolved / "params").is_dir():
+        raise ConfigurationError(
+            f"checkpoint {text!r} is one checkpoint of the directory {str(resolved.parent)!r}; pass that directory"
+        )
+    if occupied and _root_format(resolved) != FORMAT_NAME:
         raise ConfigurationError(
             f"checkpoint directory {text!r} holds other files; pass a new or empty directory, or one written by bptdask"
         )
@@ -115,10 +143,25 @@ def check_checkpoint_path(path: str | os.PathLike) -> Path:
 
 
 def _root_format(root: Path) -> str | None:
+    """The format named by the ``zarr.json`` of ``root``; None when it has none.
+
+    Raises
+    ------
+    CheckpointError
+        When that file exists but cannot be read as a Zarr group's metadata.
+    """
+    if not (root / "zarr.json").exists():
+        return None
     try:
         return zarr.open_group(LocalStore(root, read_only=True), mode="r").attrs.get("format")
-    except (FileNotFoundError, zarr.errors.NodeNotFoundError, zarr.errors.ContainsArrayError, ValueError):
+    except (zarr.errors.ContainsArrayError, zarr.errors.NodeNotFoundError):
         return None
+    except Exception as exc:  # JSON, Unicode or metadata errors of a damaged file
+        raise CheckpointError(
+            f"{root / 'zarr.json'} is damaged ({type(exc).__name__}: {exc}); if {root} holds bptdask checkpoints, "
+            f'restore that file as {{"zarr_format": 3, "node_type": "group", "attributes": {{"format": '
+            f'"{FORMAT_NAME}"}}}}, else pass another directory'
+        ) from None
 
 
 class CheckpointStore:
@@ -146,34 +189,47 @@ class CheckpointStore:
         found = [p.name for p in self.path.iterdir() if p.is_dir() and _NAME.match(p.name)]
         return sorted(found, key=lambda name: tuple(map(int, _NAME.match(name).groups())))
 
+    def check_writable(self) -> None:
+        """Create the directory if needed and write and delete a probe file in it.
+
+        Raises
+        ------
+        ConfigurationError
+            When that fails (read-only, no permission, disk full), naming the directory.
+        """
+        probe = self.path / f".bptdask-probe-{uuid.uuid4().hex[:12]}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as handle:
+                handle.write(b"bptdask checks that checkpoints can be written here\n" * 64)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise ConfigurationError(
+                f"checkpoints cannot be written to {self.path} ({exc.strerror or exc}); pass a directory this "
+                "process and the workers may write, on a disk with free space"
+            ) from None
+        finally:
+            probe.unlink(missing_ok=True)
+
     def resume(self, run: dict[str, Any]) -> CheckpointState | None:
-        """The newest checkpoint, to resume the run described by ``run``; None when there is none.
+        """The newest intact checkpoint, to resume the run described by ``run``; None when there is none.
 
         Raises
         ------
         CheckpointError
             When the checkpoint is of another run (:func:`~bptdask.outer.run_config.describe_run`
-            differs): another model, other settings or another dataset.
+            differs: another model, settings, seed or dataset), or none of the
+            directory's checkpoints is intact.
         """
-        state = self.latest()
-        if state is None:
-            return None
-        differences = sorted(key for key in {*run, *state.run} if state.run.get(key) != run.get(key))
-        if differences:
-            settings = state.run.get("settings", {})
-            changed = sorted(
-                k for k in {*settings, *run.get("settings", {})} if settings.get(k) != run["settings"].get(k)
-            )
-            detail = f" ({', '.join(changed)})" if changed else ""
-            raise CheckpointError(
-                f"the checkpoint in {self.path} is of another run: its {', '.join(differences)}{detail} differ from "
-                "this fit's; fit with the same model, settings and dataset to resume, or pass a new checkpoint "
-                "directory"
-            )
-        return state
+        return self.latest(run=run)
 
     def write(self, state: CheckpointState) -> Path:
-        """Write ``state`` as a new checkpoint, atomically; returns its directory."""
+        """Write ``state`` as a new checkpoint, atomically; returns its directory.
+
+        Older checkpoints are pruned only once the new one is in place, so a write that
+        fails (disk full, permissions) leaves every existing checkpoint as it was.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         if _root_format(self.path) != FORMAT_NAME:
             zarr.open_group(LocalStore(self.path), mode="a", attributes={"format": FORMAT_NAME})
@@ -184,20 +240,42 @@ class CheckpointStore:
             shutil.rmtree(self.path / old, ignore_errors=True)
         return final
 
-    def latest(self) -> CheckpointState | None:
-        """The newest checkpoint that loads, or None when there is none.
+    def latest(self, *, run: dict[str, Any] | None = None) -> CheckpointState | None:
+        """The newest intact checkpoint, or None when the directory holds none.
 
-        A newest checkpoint that fails to load (damaged after it was written) is
-        skipped with a warning for the one before it.
+        Damaged checkpoints are skipped, each with a warning, for the newest intact one
+        before them; nothing on disk is changed. With ``run``, the newest checkpoint's
+        run description must equal it (checked before any array is read).
+
+        Raises
+        ------
+        CheckpointError
+            When checkpoints exist but none is intact, or (with ``run``) they are of
+            another run.
         """
         names = self.names()
+        damaged = []
         for name in reversed(names):
             try:
-                return load_checkpoint(self.path / name)
+                document = read_document(self.path / name)
             except CheckpointError as exc:
-                if name == names[0]:
-                    raise
-                warnings.warn(f"skipping damaged checkpoint {name}: {exc}", RuntimeWarning, stacklevel=2)
+                damaged.append(str(exc))
+                continue
+            if run is not None:
+                check_same_run(document["run"], run, self.path)
+            try:
+                state = read_state(self.path / name, document)
+            except CheckpointError as exc:
+                damaged.append(str(exc))
+                continue
+            for problem in damaged:
+                warnings.warn(f"skipping a damaged checkpoint: {problem}; using {name}", RuntimeWarning, stacklevel=2)
+            return state
+        if damaged:
+            raise CheckpointError(
+                f"none of the {len(names)} checkpoints in {self.path} is intact ({'; '.join(damaged)}); move the "
+                "directory aside and fit with a new checkpoint directory (nothing was changed on disk)"
+            )
         return None
 
 
@@ -247,6 +325,8 @@ class CheckpointWriter:
 
 def _write_group(directory: Path, state: CheckpointState) -> None:
     table, workers = state.merges.to_table()
+    arrays = {f"params/{name}": np.ascontiguousarray(value) for name, value in state.params.items()}
+    arrays["merges"] = table
     document = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -260,48 +340,103 @@ def _write_group(directory: Path, state: CheckpointState) -> None:
         "epoch_ends": state.epoch_ends,
         "evaluations": [dataclasses.asdict(evaluation) for evaluation in state.evaluations],
         "counts": state.counts,
-        "params": {name: list(np.shape(value)) for name, value in state.params.items()},
+        "arrays": {
+            name: {"shape": list(value.shape), "dtype": value.dtype.str, "crc32c": _checksum(value)}
+            for name, value in arrays.items()
+        },
         "merge_columns": list(MERGE_COLUMNS),
         "merge_workers": workers,
     }
+    document = json.loads(json.dumps(document))  # as Zarr stores it: tuples become lists, keys strings
+    document[_CHECKSUM_KEY] = _document_checksum(document)
     group = zarr.open_group(LocalStore(directory), mode="w-", attributes=document)
-    for name, value in state.params.items():
-        group.create_array(f"params/{name}", data=np.ascontiguousarray(value))
-    group.create_array("merges", data=table)
+    for name, value in arrays.items():
+        group.create_array(
+            name,
+            data=value,
+            compressors=[ZstdCodec(), Crc32cCodec()],
+            config={"write_empty_chunks": True},  # a missing chunk is then damage, never zeros
+        )
+
+
+def _checksum(value: np.ndarray) -> int:
+    """The CRC32C of an array's bytes in C order."""
+    return google_crc32c.value(np.ascontiguousarray(value).tobytes())
+
+
+def _document_checksum(document: dict[str, Any]) -> int:
+    """The CRC32C of a checkpoint's JSON document, without its own checksum."""
+    rest = {key: value for key, value in document.items() if key != _CHECKSUM_KEY}
+    return google_crc32c.value(json.dumps(rest, sort_keys=True).encode())
 
 
 def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
-    """Read one checkpoint group, refusing anything that is not plain numeric Zarr v3 data.
+    """Read one checkpoint group, verifying its checksums and refusing anything but plain numeric Zarr v3 data.
 
     Raises
     ------
     CheckpointError
-        When the group is missing, of another format or version, or holds arrays of
-        another dtype, shape or codec than a bptdask checkpoint writes.
+        When the group is missing or damaged (a file deleted, truncated or changed), of
+        another format or version, or holds arrays of another dtype, shape or codec than
+        a bptdask checkpoint writes; the message names the file.
     """
     directory = Path(directory)
+    return read_state(directory, read_document(directory))
+
+
+def read_document(directory: Path) -> dict[str, Any]:
+    """The JSON document of the checkpoint in ``directory``, checked for format, version and checksum.
+
+    Raises
+    ------
+    CheckpointError
+        As for :func:`load_checkpoint`.
+    """
+    where = directory / "zarr.json"
+    if not where.is_file():
+        raise CheckpointError(f"{directory} is not a checkpoint (it has no zarr.json)")
     try:
         group = zarr.open_group(LocalStore(directory, read_only=True), mode="r")
-    except (FileNotFoundError, zarr.errors.NodeNotFoundError, zarr.errors.ContainsArrayError, ValueError) as exc:
-        raise CheckpointError(f"{directory} is not a checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # JSON, Unicode or metadata errors of a damaged file
+        raise CheckpointError(f"{where} is damaged or not a checkpoint ({type(exc).__name__}: {exc})") from None
     document = dict(group.attrs)
     if group.metadata.zarr_format != 3 or document.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{directory} is not a bptdask checkpoint (format {document.get('format')!r})")
-    if document.get("format_version", 0) != FORMAT_VERSION:
-        newer = document.get("format_version", 0) > FORMAT_VERSION
+    stored = document.get("format_version", 0)
+    if stored != FORMAT_VERSION:
+        newer = isinstance(stored, int) and stored > FORMAT_VERSION
         raise CheckpointError(
             f"{directory} was written by {'a newer' if newer else 'an older'} bptdask (checkpoint format "
-            f"{document.get('format_version')}, this version reads {FORMAT_VERSION}); "
+            f"{stored!r}, this version reads {FORMAT_VERSION}); "
             + ("upgrade bptdask" if newer else "start with a new checkpoint directory")
         )
+    if document.get(_CHECKSUM_KEY) != _document_checksum(document):
+        raise CheckpointError(
+            f"{where} is damaged: its contents do not match their CRC32C checksum; the checkpoint cannot be used"
+        )
+    return document
+
+
+def read_state(directory: Path, document: dict[str, Any]) -> CheckpointState:
+    """The checkpoint in ``directory`` whose checked document is ``document``, every array verified.
+
+    Raises
+    ------
+    CheckpointError
+        As for :func:`load_checkpoint`.
+    """
     try:
-        params = {
-            name: _read_numeric(group, f"params/{name}", tuple(shape)) for name, shape in document["params"].items()
-        }
+        group = zarr.open_group(LocalStore(directory, read_only=True), mode="r")
+        unknown = sorted(name for name in document["arrays"] if name != "merges" and not name.startswith("params/"))
+        if unknown or "merges" not in document["arrays"]:
+            listed = unknown or "no merge log"
+            raise CheckpointError(f"{directory}: its header lists {listed}; it is not a bptdask checkpoint")
+        arrays = {name: _read_numeric(group, directory, name, spec) for name, spec in document["arrays"].items()}
+        params = {name.removeprefix("params/"): value for name, value in arrays.items() if name.startswith("params/")}
         workers, columns = document["merge_workers"], document["merge_columns"]
         if tuple(columns) != MERGE_COLUMNS:
             raise CheckpointError(f"{directory}: the merge log has columns {columns}, expected {list(MERGE_COLUMNS)}")
-        table = _read_numeric(group, "merges", None)
+        table = arrays["merges"]
         if table.ndim != 2 or table.shape[1] != len(columns):
             raise CheckpointError(f"{directory}: the merge log has shape {table.shape}")
         return CheckpointState(
@@ -318,32 +453,78 @@ def load_checkpoint(directory: str | os.PathLike) -> CheckpointState:
             evaluations=[Evaluation(**evaluation) for evaluation in document["evaluations"]],
             counts=dict(document["counts"]),
         )
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise CheckpointError(
             f"{directory}: the checkpoint is incomplete or malformed ({type(exc).__name__}: {exc})"
         ) from None
 
 
-def _read_numeric(group: zarr.Group, name: str, shape: tuple[int, ...] | None) -> np.ndarray:
-    """The array ``name`` of ``group``, after checking its format, dtype, codecs and shape."""
+def _read_numeric(group: zarr.Group, directory: Path, name: str, spec: dict[str, Any]) -> np.ndarray:
+    """The array ``name`` of ``group``, after checking format, codecs, dtype, shape and chunks, and its checksum.
+
+    ``spec`` is what the document says of it: ``shape``, ``dtype`` and ``crc32c``.
+    """
+    where = directory / name
     try:
         array = group[name]
     except KeyError:
-        raise CheckpointError(f"checkpoint array {name!r} is missing") from None
+        raise CheckpointError(f"{where} is missing from the checkpoint") from None
     except Exception as exc:  # an unknown codec or data type, malformed metadata
-        raise CheckpointError(f"checkpoint array {name!r} cannot be opened ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{where} cannot be opened ({type(exc).__name__}: {exc})") from None
     if not isinstance(array, zarr.Array) or array.metadata.zarr_format != 3:
-        raise CheckpointError(f"checkpoint entry {name!r} is not a Zarr v3 array; refusing to read it")
+        raise CheckpointError(f"{where} is not a Zarr v3 array; refusing to read it")
     codecs = {codec.get("name") for codec in array.metadata.to_dict().get("codecs", ())}
     if not codecs <= SAFE_CODECS:
-        raise CheckpointError(
-            f"checkpoint array {name!r} uses codecs {sorted(codecs - SAFE_CODECS)}; refusing to read it"
-        )
+        raise CheckpointError(f"{where} uses codecs {sorted(codecs - SAFE_CODECS)}; refusing to read it")
     if np.dtype(array.dtype).kind not in _NUMERIC_KINDS:
-        raise CheckpointError(f"checkpoint array {name!r} has dtype {array.dtype}; only numeric arrays are read")
-    if shape is not None and tuple(array.shape) != shape:
-        raise CheckpointError(f"checkpoint array {name!r} has shape {array.shape}, its header says {shape}")
-    return array[...]
+        raise CheckpointError(f"{where} has dtype {array.dtype}; only numeric arrays are read")
+    if np.dtype(array.dtype).str != spec["dtype"] or list(array.shape) != list(spec["shape"]):
+        raise CheckpointError(
+            f"{where} has shape {tuple(array.shape)} and dtype {np.dtype(array.dtype).str}, its header says shape "
+            f"{tuple(spec['shape'])} and dtype {spec['dtype']}; the checkpoint is damaged"
+        )
+    missing = array.nchunks - array.nchunks_initialized
+    if missing:
+        raise CheckpointError(f"{where} is damaged: {missing} of its {array.nchunks} chunks are missing (deleted)")
+    try:
+        value = array[...]
+    except Exception as exc:  # a truncated or changed chunk fails decompression or its CRC32C
+        raise CheckpointError(f"{where} is damaged: a chunk cannot be read ({type(exc).__name__}: {exc})") from None
+    if _checksum(value) != spec["crc32c"]:
+        raise CheckpointError(f"{where} is damaged: its values do not match their CRC32C checksum")
+    return value
+
+
+def check_same_run(stored: dict[str, Any], run: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError, naming what differs, unless the run descriptions ``stored`` and ``run`` are equal."""
+    differences = [_difference(key, stored.get(key), run.get(key)) for key in sorted({*stored, *run})]
+    differences = [text for text in differences if text]
+    if differences:
+        raise CheckpointError(
+            f"the checkpoint in {path} is of another run: its {'; '.join(differences)} differ from this fit's; fit "
+            "with the same model, settings, seed (random_state) and data to resume, or pass a new checkpoint directory"
+        )
+
+
+def _difference(key: str, stored: Any, now: Any) -> str:
+    """``key`` and how ``stored`` (the checkpoint's) differs from ``now`` (this fit's); "" when equal."""
+    if stored == now:
+        return ""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        changed = sorted(k for k in {*stored, *now} if stored.get(k) != now.get(k))
+        shown = [_values(k, stored.get(k), now.get(k)) for k in changed]
+        return f"{key} ({', '.join(shown)})"
+    return _values(key, stored, now)
+
+
+def _values(key: str, stored: Any, now: Any) -> str:
+    """``key``, with both values when they are short."""
+    stored_text, now_text = json.dumps(stored), json.dumps(now)
+    if max(len(stored_text), len(now_text)) > 30:
+        return key
+    return f"{key}: {stored_text} in the checkpoint, {now_text} now"
 
 
 def resume_run(
@@ -371,10 +552,14 @@ def resume_run(
     Raises
     ------
     CheckpointError
-        The directory holds a checkpoint of another run.
+        The directory holds a checkpoint of another run, or checkpoints none of which
+        is intact.
+    ConfigurationError
+        The directory cannot be written (read-only, no permission, disk full).
     """
     if checkpoint is None:
         return None, None, config
     store = CheckpointStore(checkpoint)
     resume = store.resume(run)
+    store.check_writable()
     return store, resume, config if resume is None else config.replace(seed=resume.seed)

@@ -166,7 +166,7 @@ def test_loading_refuses_arrays_of_other_dtypes_and_shapes(tmp_path):
     with pytest.raises(CheckpointError, match=r"has dtype .*only numeric arrays are read"):
         load_checkpoint(directory)
     group.create_array("params/0.bias", shape=(3,), dtype="float64", overwrite=True)
-    with pytest.raises(CheckpointError, match=r"has shape \(3,\), its header says \(2,\)"):
+    with pytest.raises(CheckpointError, match=r"has shape \(3,\) .*its header says shape \(2,\)"):
         load_checkpoint(directory)
 
 
@@ -183,7 +183,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     store.write(state(3))
     newest = store.write(state(4))
     os.remove(newest / "params" / "0.weight" / "zarr.json")
-    with pytest.warns(RuntimeWarning, match="skipping damaged checkpoint g0000-v000000000004"):
+    with pytest.warns(RuntimeWarning, match="skipping a damaged checkpoint: .*g0000-v000000000004"):
         assert store.latest().version == 3
 
 
@@ -222,7 +222,7 @@ def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path):
     config = RunConfig(epochs=3)
     CheckpointStore(tmp_path).write(dataclasses.replace(state(5), run=describe_run(config, {"layers": []}, [40] * 10)))
     other = describe_run(config.replace(lr=0.1), {"layers": []}, [40] * 10)
-    with pytest.raises(CheckpointError, match=r"its settings \(lr\) differ"):
+    with pytest.raises(CheckpointError, match=r"its settings \(lr: 0.05 in the checkpoint, 0.1 now\) differ"):
         resume_run(tmp_path, config, other)
     with pytest.raises(CheckpointError, match="its chunk_sizes differ"):
         resume_run(tmp_path, config, describe_run(config, {"layers": []}, [40] * 9))
