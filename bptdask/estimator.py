@@ -402,6 +402,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
             target_accuracy=self.target_accuracy,
             checkpoint=checkpoint,
             min_workers=int(self.min_workers),
+            seed_fixed=isinstance(self.random_state, (int, np.integer)),
             on_epoch=(lambda evaluation: self._print(_cluster_record(evaluation))) if self.verbose else None,
         )
         self.params_ = {name: to_device(value.astype(self.dtype), self._xp()) for name, value in params.items()}

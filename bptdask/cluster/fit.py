@@ -49,6 +49,7 @@ def fit_on_cluster(
     timeout: float | None = None,
     min_workers: int = 1,
     start_timeout: float = START_TIMEOUT,
+    seed_fixed: bool = True,
 ) -> tuple[Params, RunReport]:
     """Train ``model`` from ``params`` on the training data ``data`` across the cluster.
 
@@ -85,6 +86,9 @@ def fit_on_cluster(
     min_workers : int
         Workers to wait for before starting, at most ``start_timeout`` seconds (a
         cluster whose jobs are still queued); workers that join later get work too.
+    seed_fixed : bool
+        ``config.seed`` was chosen by the caller: a resume needs the same seed. False
+        when it was drawn for this fit; a resume then takes the checkpoint's.
 
     Returns
     -------
@@ -100,9 +104,11 @@ def fit_on_cluster(
     ClusterTrainingError
         Every worker was lost, the coordinator was lost without a checkpoint, or a timeout.
     CheckpointError
-        ``checkpoint`` holds a checkpoint of another run.
+        ``checkpoint`` holds a checkpoint of another run (model, settings, seed, data),
+        or checkpoints none of which is intact.
     DatasetError, ConfigurationError
-        The workers cannot open the dataset, or cannot share the checkpoint directory.
+        The workers cannot open the dataset, or cannot share or write the checkpoint
+        directory.
     """
     if target_accuracy is not None and evaluate is None:
         raise ConfigurationError("target_accuracy needs evaluate (a function scoring the weights); pass both")
@@ -111,7 +117,9 @@ def fit_on_cluster(
     try:
         if not any(chunks.chunk_sizes):
             raise ConfigurationError(f"{chunks.description} has no training samples")
-        run = describe_run(config, model.to_config(), chunks.chunk_sizes)
+        run = describe_run(
+            config, model.to_config(), chunks.chunk_sizes, mean=chunks.mean, std=chunks.std, seed_fixed=seed_fixed
+        )
         store, resume, config = resume_run(checkpoint, config, run)
         addresses = sorted(workers or present)
         preflight(client, chunks, store and store.path, worker=addresses[0], timeout=config.call_timeout)

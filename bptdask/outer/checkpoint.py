@@ -498,32 +498,37 @@ def _read_numeric(group: zarr.Group, directory: Path, name: str, spec: dict[str,
 
 
 def check_same_run(stored: dict[str, Any], run: dict[str, Any], path: Path) -> None:
-    """Raise CheckpointError, naming what differs, unless the run descriptions ``stored`` and ``run`` are equal."""
-    differences = [_difference(key, stored.get(key), run.get(key)) for key in sorted({*stored, *run})]
-    differences = [text for text in differences if text]
-    if differences:
+    """Raise CheckpointError, naming what differs, unless the run descriptions ``stored`` and ``run`` are equal.
+
+    The message lists the differing parts (``settings (lr)``), then their values where
+    they are short (``lr: 0.05 in the checkpoint, 0.1 now``).
+    """
+    parts, values = [], []
+    for key in sorted(k for k in {*stored, *run} if stored.get(k) != run.get(k)):
+        old, new = stored.get(key), run.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+            parts.append(f"{key} ({', '.join(changed)})")
+            values += [_values(k, old.get(k), new.get(k)) for k in changed]
+        else:
+            parts.append(key)
+            values.append(_values(key, old, new))
+    if parts:
+        shown = "; ".join(value for value in values if value)
         raise CheckpointError(
-            f"the checkpoint in {path} is of another run: its {'; '.join(differences)} differ from this fit's; fit "
-            "with the same model, settings, seed (random_state) and data to resume, or pass a new checkpoint directory"
+            f"the checkpoint in {path} is of another run: its {', '.join(parts)} "
+            f"{'differs' if parts in (['seed'], ['architecture']) else 'differ'} from this fit's"
+            + (f" ({shown})" if shown else "")
+            + "; fit with the same model, settings, seed (random_state) and data to resume, or pass a new checkpoint "
+            "directory"
         )
 
 
-def _difference(key: str, stored: Any, now: Any) -> str:
-    """``key`` and how ``stored`` (the checkpoint's) differs from ``now`` (this fit's); "" when equal."""
-    if stored == now:
-        return ""
-    if isinstance(stored, dict) and isinstance(now, dict):
-        changed = sorted(k for k in {*stored, *now} if stored.get(k) != now.get(k))
-        shown = [_values(k, stored.get(k), now.get(k)) for k in changed]
-        return f"{key} ({', '.join(shown)})"
-    return _values(key, stored, now)
-
-
 def _values(key: str, stored: Any, now: Any) -> str:
-    """``key``, with both values when they are short."""
+    """``key`` with its value in the checkpoint and now; "" when they are too long to show."""
     stored_text, now_text = json.dumps(stored), json.dumps(now)
     if max(len(stored_text), len(now_text)) > 30:
-        return key
+        return ""
     return f"{key}: {stored_text} in the checkpoint, {now_text} now"
 
 

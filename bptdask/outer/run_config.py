@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +25,8 @@ from bptdask.validation import check_choice, check_integer, check_number
 #: IDPA round size per worker taking part, when ``chunks_per_round`` is None.
 CHUNKS_PER_WORKER_PER_ROUND = 4
 
-#: Settings that may differ between a run and its resume (not part of :meth:`RunConfig.identity`).
+#: Settings that may differ between a run and its resume (not part of :meth:`RunConfig.identity`;
+#: the seed is compared by :func:`describe_run` when the caller fixed it).
 _FREE_ON_RESUME = (
     "seed",
     "device",
@@ -148,9 +150,39 @@ class RunConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _FREE_ON_RESUME}
 
 
-def describe_run(config: RunConfig, architecture: dict, chunk_sizes: list[int]) -> dict[str, Any]:
-    """What defines a run, as its checkpoints store it: a resume must match it exactly."""
-    described = {"architecture": architecture, "settings": config.identity(), "chunk_sizes": list(chunk_sizes)}
+def describe_run(
+    config: RunConfig,
+    architecture: dict,
+    chunk_sizes: list[int],
+    *,
+    mean: Sequence[float] = (),
+    std: Sequence[float] = (),
+    seed_fixed: bool = True,
+) -> dict[str, Any]:
+    """What defines a run, as its checkpoints store it: a resume must match it exactly.
+
+    Parameters
+    ----------
+    config : RunConfig
+    architecture : dict
+        The model's :meth:`~bptdask.model.Sequential.to_config`.
+    chunk_sizes : list of int
+        Samples in each chunk of the training data.
+    mean, std : sequence of float, shape (C,)
+        The training data's per-channel normalisation: with the chunk sizes, what
+        tells one dataset from another (compared to 6 significant digits).
+    seed_fixed : bool
+        ``config.seed`` was chosen by the caller (``random_state``), so a resume must
+        have the same; when false it was drawn for this fit and a resume takes the
+        checkpoint's.
+    """
+    described = {
+        "architecture": architecture,
+        "settings": config.identity(),
+        "seed": config.seed if seed_fixed else None,
+        "chunk_sizes": list(chunk_sizes),
+        "data": {"mean": [float(f"{v:.6g}") for v in mean], "std": [float(f"{v:.6g}") for v in std]},
+    }
     return json.loads(json.dumps(described))  # as the JSON header stores it: tuples become lists
 
 

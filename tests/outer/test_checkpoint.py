@@ -222,7 +222,8 @@ def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path):
     config = RunConfig(epochs=3)
     CheckpointStore(tmp_path).write(dataclasses.replace(state(5), run=describe_run(config, {"layers": []}, [40] * 10)))
     other = describe_run(config.replace(lr=0.1), {"layers": []}, [40] * 10)
-    with pytest.raises(CheckpointError, match=r"its settings \(lr: 0.05 in the checkpoint, 0.1 now\) differ"):
+    differs = r"its settings \(lr\) differ from this fit's \(lr: 0.05 in the checkpoint, 0.1 now\)"
+    with pytest.raises(CheckpointError, match=differs):
         resume_run(tmp_path, config, other)
     with pytest.raises(CheckpointError, match="its chunk_sizes differ"):
         resume_run(tmp_path, config, describe_run(config, {"layers": []}, [40] * 9))

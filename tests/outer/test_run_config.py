@@ -58,7 +58,15 @@ def test_the_round_size_is_four_chunks_per_worker_unless_given():
 
 def test_a_resume_must_share_the_training_and_the_merge_rule_but_not_the_timeouts():
     base = describe_run(RunConfig(), {"layers": []}, [10, 10])
-    same = RunConfig(seed=9, device="cpu", worker_timeout=5.0, checkpoint_every=3, max_staleness=2, balance="even")
+    same = RunConfig(device="cpu", worker_timeout=5.0, checkpoint_every=3, max_staleness=2, balance="even")
     assert describe_run(same, {"layers": []}, [10, 10]) == base
-    for changed in ({"lr": 0.1}, {"update": "sgwu"}, {"staleness_decay": 0.9}, {"epochs": 11}):
+    for changed in ({"lr": 0.1}, {"update": "sgwu"}, {"staleness_decay": 0.9}, {"epochs": 11}, {"seed": 9}):
         assert describe_run(RunConfig(**changed), {"layers": []}, [10, 10]) != base
+
+
+def test_a_resume_must_share_a_fixed_seed_and_the_data_but_not_a_drawn_seed():
+    drawn = describe_run(RunConfig(seed=3), {"layers": []}, [10], mean=[0.5], std=[0.25], seed_fixed=False)
+    assert describe_run(RunConfig(seed=9), {"layers": []}, [10], mean=[0.5], std=[0.25], seed_fixed=False) == drawn
+    assert describe_run(RunConfig(seed=3), {"layers": []}, [10], mean=[0.5], std=[0.25])["seed"] == 3
+    other_data = describe_run(RunConfig(seed=3), {"layers": []}, [10], mean=[0.4], std=[0.25], seed_fixed=False)
+    assert other_data["data"] != drawn["data"]
