@@ -84,13 +84,17 @@ class ProtocolError(BptDaskError, RuntimeError):
     """A caller broke the coordinator's protocol (pushed a part never handed out, rejoined under a dropped name)."""
 
 
-
 class DatasetBusyError(DatasetError):
     """Another ingest is writing the same dataset path right now; one writer at a time."""
 
 
 class DatasetChangedError(DatasetError):
     """A dataset was replaced or altered after it was opened; open it again."""
+
+
+class ModelNotFoundError(ModelFileError, FileNotFoundError):
+    """No model file exists at the given path."""
+
 
 def __getattr__(name: str):
     if name == "NotFittedError":
