@@ -26,7 +26,7 @@ from bptdask.cluster import current_client, fit_on_cluster
 from bptdask.cluster.chunks import persist_chunks, scatter_chunks
 from bptdask.cluster.preflight import wait_for_workers
 from bptdask.data import Dataset
-from bptdask.errors import ConfigurationError, DataError, NotFittedError
+from bptdask.errors import ConfigurationError, DataError, ModelFileError, NotFittedError
 from bptdask.inner.runner import available_cores
 from bptdask.inputs import LabelledImages, as_dataset, is_dask, is_dataset, is_vectors, labelled_images
 from bptdask.model import Sequential
@@ -562,7 +562,10 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         meta = saved.metadata
         missing = {"classes", "mean", "std"} - set(meta)
         if missing:
-            raise DataError(f"{path} is a bptdask model but not a saved classifier (no {sorted(missing)})")
+            raise ModelFileError(
+                f"{path} is a bptdask model but not a saved classifier (no {sorted(missing)}); load it with "
+                "bptdask.load_model, or save the classifier with BPTClassifier.save"
+            )
         estimator = cls(architecture=saved.model, device=device, dtype=meta.get("dtype", "float32"))
         estimator.model_ = saved.model
         estimator.classes_ = np.asarray(meta["classes"])

@@ -17,7 +17,7 @@ from bptdask.serialize import FORMAT_VERSION, HEADER_KEY, load_model, save_model
 def saved(tmp_path):
     model = lenet5()
     params = model.init_params(3)
-    path = save_model(tmp_path / "model.npz", model, params, metadata={"classes": [0, 1]})
+    path = save_model(tmp_path / "model.npz", model, params, metadata={"classes": list(range(10))})
     return model, params, path
 
 
@@ -25,7 +25,7 @@ def test_round_trip(saved):
     model, params, path = saved
     loaded = load_model(path)
     assert loaded.model == model
-    assert loaded.metadata == {"classes": [0, 1]}
+    assert loaded.metadata == {"classes": list(range(10))}
     assert loaded.params.keys() == params.keys()
     for name in params:
         np.testing.assert_array_equal(loaded.params[name], params[name])

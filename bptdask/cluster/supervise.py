@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+import warnings
 
 from bptdask._typing import Params
 from bptdask.cluster.connect import worker_addresses
@@ -80,12 +81,32 @@ class Shell:
                     handle = self.generation.handle
                     handle.write_checkpoint()
                     params, _ = handle.pull()
-                    return params, state.final_report(handle.report())
+                    report = state.final_report(handle.report())
+                    self._warn_of_failed_checkpoints(report)
+                    return params, report
                 observations = self._do(action)
             except CoordinatorLostError as exc:
                 observations, queue = [rules.CoordinatorUnreachable(str(exc))], []
             queue = (state.handle(*observations) if observations else []) + queue
         return None
+
+    def _warn_of_failed_checkpoints(self, report: RunReport) -> None:
+        """Warn here, in the client, when checkpoint writes failed on the coordinator's worker.
+
+        The errors stay in ``report.checkpoints.errors``; the previous checkpoints were
+        left as they were, so a resume starts from the last one written.
+        """
+        status = report.checkpoints
+        if self.store is None or not status.errors:
+            return
+        kept = f"the newest is of version {status.version}" if status.written else "none was written"
+        warnings.warn(
+            f"checkpoints could not be written to {self.store.path} ({'; '.join(status.errors)}); {kept}, so a "
+            "resume starts from there; free disk space or fix the directory's permissions "
+            "(report_.checkpoints.errors lists the failures)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     def _do(self, action: rules.Action) -> list[rules.Observation]:
         generation = self.generation
