@@ -24,11 +24,20 @@ from bptdask import local
 from bptdask.backend import get_namespace, to_device, to_numpy
 from bptdask.cluster import current_client, fit_on_cluster
 from bptdask.cluster.chunks import persist_chunks, scatter_chunks
+from bptdask.cluster.connect import check_open
 from bptdask.cluster.preflight import wait_for_workers
 from bptdask.data import Dataset
-from bptdask.errors import ConfigurationError, DataError, ModelFileError, NotFittedError
+from bptdask.errors import ConfigurationError, DataError, ModelFileError, NotFittedError, TrainingDivergedError
 from bptdask.inner.runner import available_cores
-from bptdask.inputs import LabelledImages, as_dataset, is_dask, is_dataset, is_vectors, labelled_images
+from bptdask.inputs import (
+    LabelledImages,
+    as_dataset,
+    check_label_kinds,
+    is_dask,
+    is_dataset,
+    is_vectors,
+    labelled_images,
+)
 from bptdask.model import Sequential
 from bptdask.models import build
 from bptdask.optim import SGD
@@ -37,7 +46,7 @@ from bptdask.predictor import Predictor
 from bptdask.preprocess import check_images, check_targets, normalize
 from bptdask.report import Evaluation
 from bptdask.serialize import load_model, save_model
-from bptdask.validation import check_integer, check_number
+from bptdask.validation import check_integer, check_number, check_output_path
 
 
 class BPTClassifier(ClassifierMixin, BaseEstimator):
@@ -215,6 +224,8 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         check_integer("min_workers", self.min_workers, minimum=1)
         if self.target_accuracy is not None:
             check_number("target_accuracy", self.target_accuracy, above=0, at_most=1)
+        if self.random_state is not None and not isinstance(self.random_state, np.random.Generator):
+            check_integer("random_state", self.random_state)
         return RunConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -262,7 +273,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         if is_dask(X) or is_dask(y):
             return labelled_images(X, y)
         try:
-            y = column_or_1d(y, warn=True)
+            y = check_label_kinds(column_or_1d(y, warn=True))
             check_classification_targets(y)
         except ValueError as exc:
             raise DataError(str(exc)) from exc
@@ -352,6 +363,8 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         if self.target_accuracy is not None and validation_data is None:
             raise ConfigurationError("target_accuracy needs validation_data=(X_val, y_val) in fit")
         client = self.client_
+        if client is not None:
+            check_open(client)
         if checkpoint is not None and client is None:
             raise ConfigurationError(
                 "checkpoint works with training on a Dask cluster; start a Client (or pass client=) to use it"
@@ -432,7 +445,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
     def _run_epoch(self, images: np.ndarray, labels: np.ndarray, optimizer: SGD, validation_data) -> None:
         started = time.perf_counter()
         epoch = len(self.history_) + 1
-        self.params_, self._state, loss = local.train_epoch(
+        params, state, loss = local.train_epoch(
             self.model_,
             self.params_,
             self._state,
@@ -447,6 +460,8 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
             progress=self.verbose,
             description=f"epoch {epoch}",
         )
+        local.check_converging(params, loss, epoch=epoch, lr=optimizer.lr)  # keeps the last finite weights
+        self.params_, self._state = params, state
         seconds = time.perf_counter() - started
         record = {"epoch": epoch, "lr": optimizer.lr, "loss": loss, "seconds": seconds}
         record["images_per_second"] = len(labels) / seconds
@@ -518,7 +533,9 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
             return dataset.images(subset), np.asarray(dataset.classes)[dataset.labels[dataset.indices(subset)]]
         if is_vectors(X) and not getattr(self, "_vectors_in", False):
             raise DataError(f"X holds feature vectors {np.shape(X)}, the model was fitted on images")
-        return X, check_targets(np.asarray(y), X.shape[0])
+        if y is None:
+            raise DataError("scoring arrays X needs their labels y; pass score(X, y), or a dataset as X alone")
+        return X, check_label_kinds(check_targets(np.asarray(y), np.shape(X)[0]))
 
     def score(self, X, y=None, sample_weight=None, *, subset: str = "test") -> float:
         """Mean accuracy of :meth:`predict` on ``(X, y)``, or on a dataset's ``subset`` (``y=None``).
@@ -543,8 +560,23 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ saving
     def save(self, path) -> None:
-        """Write the fitted model to ``path`` (NPZ, no pickle) atomically."""
+        """Write the fitted model to ``path`` (an ``.npz`` file, no pickle) atomically.
+
+        Raises
+        ------
+        ConfigurationError
+            ``path`` does not end in ``.npz``, or its folder is missing or not writable.
+        TrainingDivergedError
+            The weights hold NaN or infinite values (nothing is written).
+        """
         self._check_fitted()
+        path = check_output_path("path", path, suffix=".npz")
+        broken = sorted(name for name, value in self.params_.items() if not np.isfinite(to_numpy(value)).all())
+        if broken:
+            raise TrainingDivergedError(
+                f"the model's weights {broken} hold NaN or infinite values; nothing was written to {path}; "
+                "train again with a lower learning rate"
+            )
         metadata = {
             "classes": self.classes_.tolist(),
             "mean": self.mean_.tolist(),

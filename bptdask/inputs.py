@@ -14,6 +14,7 @@ sorted ``classes_``.
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -121,6 +122,26 @@ def labelled_images(X, y) -> LabelledImages:
     if labels.ndim != 1 or (labels.shape[0] != images.shape[0] and not np.isnan(labels.shape[0])):
         raise ShapeError(f"y must be 1-D with one label per sample ({images.shape[0]}), got shape {labels.shape}")
     return LabelledImages(images, labels, vectors)
+
+
+def check_label_kinds(y: np.ndarray, *, name: str = "y") -> np.ndarray:
+    """``y`` ``(N,)`` if its labels are all numbers or all strings (an object array may mix them).
+
+    Raises
+    ------
+    DataError
+        Naming the kinds found and one label of each.
+    """
+    if y.dtype != object:
+        return y
+    examples: dict[str, object] = {}
+    for value in y:
+        kind = "number" if isinstance(value, numbers.Number) else type(value).__name__
+        examples.setdefault(kind, value)
+    if len(examples) > 1:
+        found = ", ".join(f"{kind} (such as {value!r})" for kind, value in examples.items())
+        raise DataError(f"{name} mixes labels of different kinds: {found}; give every label the same type")
+    return y
 
 
 def _encode_block(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:

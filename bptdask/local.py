@@ -1,7 +1,9 @@
 """In-process training over arrays held in memory, batch by batch.
 
 The loop feeds :func:`bptdask.inner.train_step`; the estimator's local path and every
-cluster worker train through it (prediction lives in :mod:`bptdask.predictor`).
+cluster worker train through it (prediction lives in :mod:`bptdask.predictor`). A
+cluster's coordinator counts the NaN updates its workers push; in this process,
+:func:`check_converging` stops a run whose epoch ended with NaN or infinite values.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bptdask._typing import Array, Params
-from bptdask.backend import to_device
+from bptdask.backend import array_namespace, to_device
+from bptdask.errors import TrainingDivergedError
 from bptdask.inner import train_step
 from bptdask.model import Sequential
 from bptdask.optim import SGD
@@ -90,3 +93,22 @@ def _prepared_batches(X: np.ndarray, y: np.ndarray, batches: list[np.ndarray], p
         stop = start + len(index)
         yield images[start:stop], labels[start:stop]
         start = stop
+
+
+def check_converging(params: Params, loss: float, *, epoch: int, lr: float) -> None:
+    """Raise if ``epoch`` ended with a non-finite mean ``loss`` or any non-finite parameter.
+
+    Raises
+    ------
+    TrainingDivergedError
+        Naming the epoch, the loss, how many parameter arrays hold NaN or infinity, and
+        the fix (a lower learning rate).
+    """
+    broken = [name for name, value in params.items() if not bool(array_namespace(value).isfinite(value).all())]
+    if np.isfinite(loss) and not broken:
+        return
+    held = f"{len(broken)} of {len(params)} parameter arrays (such as {broken[0]!r})" if broken else "no parameter"
+    raise TrainingDivergedError(
+        f"training diverged in epoch {epoch}: the mean loss is {loss:g} and {held} hold NaN or infinite values; "
+        f"lower the learning rate (lr={lr:g} in that epoch) and train again"
+    )

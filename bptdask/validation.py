@@ -1,4 +1,4 @@
-"""Checks of option values shared by every room: integers, numbers in a range, choices.
+"""Checks of option values shared by every room: integers, numbers in a range, choices, output files.
 
 Each check returns the value in its plain Python type or raises
 :class:`~bptdask.errors.ConfigurationError` naming the option, quoting the value and
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import tempfile
 from collections.abc import Collection
+from pathlib import Path
 
 from bptdask.errors import ConfigurationError
 
@@ -77,3 +80,38 @@ def check_choice(name: str, value: object, choices: Collection[str]) -> str:
         listed = ", ".join(repr(choice) for choice in choices)
         raise ConfigurationError(f"{name} must be one of {listed}, got {value!r}")
     return value
+
+
+def check_output_path(name: str, value: str | os.PathLike, *, suffix: str) -> Path:
+    """``value`` as a ``Path`` if a file of that name can be written now.
+
+    Checked before the work that produces the file, so that a bad name fails at once
+    instead of losing the work: the name ends in ``suffix``, is not a directory, and
+    its folder exists and takes a new file (a probe file is created and removed there,
+    which also catches read-only file systems and missing permissions).
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the option, the path and what to change.
+    """
+    path = Path(value)
+    if path.suffix.lower() != suffix:
+        raise ConfigurationError(f"{name} must name a {suffix} file, got {str(value)!r}; add {suffix} to the name")
+    if path.is_dir():
+        raise ConfigurationError(f"{name} {str(value)!r} is a directory; name a {suffix} file inside it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"{name} {str(value)!r} cannot be written: the folder {str(folder)!r} does not exist; create it first"
+        )
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.probe-")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{name} {str(value)!r} cannot be written: the folder {str(folder)!r} takes no new file "
+            f"({exc.strerror}); pick a folder you can write to"
+        ) from None
+    os.close(descriptor)
+    os.unlink(probe)
+    return path

@@ -75,16 +75,18 @@ def test_train_on_a_zarr_dataset_writes_the_run_report(tmp_path, capsys):
     assert json.loads(report.read_text())["version"] == saved["version"]
 
 
-def test_errors_exit_2_with_a_message(tmp_path, capsys):
+def test_errors_exit_with_their_status_and_a_message(tmp_path, capsys):
     bogus = tmp_path / "bogus.npz"
     bogus.write_text("not a model")
-    assert main(["evaluate", str(bogus)]) == 2
+    assert main(["evaluate", str(bogus)]) == 3
     assert "not a bptdask model file" in capsys.readouterr().err
     assert main(["train", "--architecture", "vgg_small", "--padding", "2"]) == 2
     assert "--padding applies to lenet5 only" in capsys.readouterr().err
-    assert main(["train", "--workers", "-1"]) == 2
-    assert "--workers must be >= 0, got -1" in capsys.readouterr().err
-    assert main(["train", str(tmp_path / "missing.zarr")]) == 2
+    with pytest.raises(SystemExit) as usage:
+        main(["train", "--workers", "-1"])
+    assert usage.value.code == 2
+    assert "argument --workers: expected an integer >= 0, got '-1'" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.zarr")]) == 3
     assert "missing.zarr" in capsys.readouterr().err
 
 

@@ -47,6 +47,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "estimator": _CORE | {"cluster", "data", "inner", "inputs", "local", "outer", "predictor", "report", "serialize"},
     "cli": _CORE | {"cluster", "data", "datasets", "estimator", "report"},
     "testing": _CORE | {"inner"},
+    "__main__": {"cli"},
 }
 
 #: room -> outside packages it must never import.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 
+from bptdask.cli import integer
+from bptdask.cluster import connect
 from bptdask.data import Dataset, ingest_builtin, ingest_folder, ingest_idx, ingest_npz
 from bptdask.data.format import DEFAULT_CHUNK_SIZE
 from bptdask.datasets import LOADERS
@@ -14,11 +17,18 @@ OUT_HELP = "dataset to write: a directory or an fsspec URL"
 
 
 def _test_size(text: str) -> float | int:
-    """``"0.2"`` is a fraction, ``"1000"`` a count."""
+    """``"0.2"`` is a fraction in [0, 1), ``"1000"`` a count (0 or more)."""
     try:
-        return int(text)
+        return integer(0)(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        fraction = float(text)
     except ValueError:
-        return float(text)
+        fraction = math.nan
+    if not 0 <= fraction < 1:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1) or a count >= 0, got {text!r}")
+    return fraction
 
 
 def _classes(text: str) -> list[str]:
@@ -28,12 +38,14 @@ def _classes(text: str) -> list[str]:
 def add_parser(subparsers) -> None:
     """Register ``ingest`` and its per-source sub-commands."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="samples per chunk (%(default)s)")
-    common.add_argument("--shard-size", type=int, help="samples per shard, a multiple of --chunk-size")
+    common.add_argument(
+        "--chunk-size", type=integer(1), default=DEFAULT_CHUNK_SIZE, help="samples per chunk (%(default)s)"
+    )
+    common.add_argument("--shard-size", type=integer(1), help="samples per shard, a multiple of --chunk-size")
     common.add_argument(
         "--test-size", type=_test_size, default=0.2, help="test fraction (0.2) or count (1000); default %(default)s"
     )
-    common.add_argument("--seed", type=int, default=0, help="seeds the shuffle and the split (%(default)s)")
+    common.add_argument("--seed", type=integer(0), default=0, help="seeds the shuffle and the split (%(default)s)")
     common.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     common.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     common.add_argument("--scheduler", help="address of a Dask scheduler to write with (default: local threads)")
@@ -62,8 +74,12 @@ def add_parser(subparsers) -> None:
     folder = sources.add_parser("folder", parents=[common], help="a folder with one sub-folder of images per class")
     folder.add_argument("root")
     folder.add_argument("out", help=OUT_HELP)
-    folder.add_argument("--size", type=int, nargs="+", metavar=("H", "W"), help="resize every image to H×W (or H×H)")
-    folder.add_argument("--channels", type=int, choices=(1, 3), help="1 = grayscale, 3 = RGB (default: as the first)")
+    folder.add_argument(
+        "--size", type=integer(1), nargs="+", metavar=("H", "W"), help="resize every image to H×W (or H×H)"
+    )
+    folder.add_argument(
+        "--channels", type=integer(1), choices=(1, 3), help="1 = grayscale, 3 = RGB (default: as the first)"
+    )
     folder.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the class-sorted file order")
 
     for name in LOADERS:
@@ -103,13 +119,7 @@ def _ingest(args: argparse.Namespace) -> Dataset:
 
 def run(args: argparse.Namespace) -> int:
     """Ingest as ``args`` say and print a one-line summary of the dataset."""
-    if args.scheduler:
-        from distributed import Client
-
-        client = Client(args.scheduler)
-    else:
-        client = contextlib.nullcontext()
-    with client:
+    with connect(args.scheduler) if args.scheduler else contextlib.nullcontext():
         dataset = _ingest(args)
     train, test = len(dataset.indices("train")), len(dataset.indices("test"))
     print(

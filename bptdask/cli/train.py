@@ -4,6 +4,12 @@
 split scores the model) or on a packaged dataset (``--dataset``). With no ``--scheduler``
 it starts a ``LocalCluster`` of ``--workers`` processes on loopback (the embedded
 default) and closes it afterwards; ``--workers 0`` trains in this process without Dask.
+Every option, ``--output`` and ``--report`` included, is checked before training starts.
+
+``bptdask evaluate`` scores a saved model on a dataset's test split (``DATA``) or on a
+packaged dataset's. A model trained on a Zarr dataset knows its classes by name
+(``"0"`` .. ``"9"`` for an ingested packaged dataset); the packaged labels are matched
+to those names.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ from functools import partial
 import numpy as np
 
 from bptdask import datasets
+from bptdask.cli import integer, positive_number
 from bptdask.cluster import connect
 from bptdask.data import open_dataset
 from bptdask.errors import ConfigurationError
 from bptdask.estimator import BPTClassifier
 from bptdask.models import ARCHITECTURES, lenet5
 from bptdask.report import format_report, save_report
+from bptdask.validation import check_output_path
 
 
 def add_parser(subparsers) -> None:
@@ -33,15 +41,17 @@ def add_parser(subparsers) -> None:
         help="packaged dataset used when DATA is not given",
     )
     train.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="lenet5")
-    train.add_argument("--padding", type=int, default=None, help="LeNet-5 convolution padding (2 for 8×8 digits)")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=0.05)
     train.add_argument(
-        "--train-size", type=int, default=None, help="samples to train on (default: all but the test set)"
+        "--padding", type=integer(0), default=None, help="LeNet-5 convolution padding (2 for 8×8 digits)"
     )
-    train.add_argument("--test-size", type=int, default=1000, help="test images split off a packaged dataset")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=integer(1), default=10)
+    train.add_argument("--batch-size", type=integer(1), default=64)
+    train.add_argument("--lr", type=positive_number, default=0.05)
+    train.add_argument(
+        "--train-size", type=integer(1), default=None, help="samples to train on (default: all but the test set)"
+    )
+    train.add_argument("--test-size", type=integer(1), default=1000, help="test images split off a packaged dataset")
+    train.add_argument("--seed", type=integer(0), default=0)
     train.add_argument(
         "--update",
         choices=("agwu", "sgwu"),
@@ -51,7 +61,7 @@ def add_parser(subparsers) -> None:
     train.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
     train.add_argument(
         "--workers",
-        type=int,
+        type=integer(0),
         default=None,
         help="local cluster size (default: the cores over --threads-per-worker); 0 trains in this process",
     )
@@ -59,7 +69,7 @@ def add_parser(subparsers) -> None:
         "--threads-per-worker",
         "--threads",
         dest="threads",
-        type=int,
+        type=integer(1),
         default=None,
         help="threads of each worker's training step (default: 1 per local worker; in-process: all cores)",
     )
@@ -75,16 +85,21 @@ def add_parser(subparsers) -> None:
         help="checkpoint directory shared with the workers: resume from it if it holds this run, "
         "and recover from a lost coordinator",
     )
-    train.add_argument("--output", help="save the trained model to this .npz file")
-    train.add_argument("--report", help="write the cluster run's per-round report to this JSON file")
+    train.add_argument("--output", help="save the trained model to this .npz file (its folder must exist)")
+    train.add_argument("--report", help="write the cluster run's per-round report to this .json file")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     train.set_defaults(func=run_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="score a saved model on a packaged dataset's test split")
+    evaluate = subparsers.add_parser(
+        "evaluate", help="score a saved model on a dataset's test split (DATA, or a packaged dataset)"
+    )
     evaluate.add_argument("model", help="a .npz file written by `bptdask train --output`")
-    evaluate.add_argument("--dataset", choices=sorted(datasets.LOADERS), default="mnist-sample")
-    evaluate.add_argument("--test-size", type=int, default=1000)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("data", nargs="?", help="a bptdask Zarr dataset (path or URL); default: --dataset")
+    evaluate.add_argument(
+        "--dataset", choices=sorted(datasets.LOADERS), default="mnist-sample", help="packaged dataset without DATA"
+    )
+    evaluate.add_argument("--test-size", type=integer(1), default=1000, help="test images of the packaged dataset")
+    evaluate.add_argument("--seed", type=integer(0), default=0)
     evaluate.set_defaults(func=run_evaluate)
 
 
@@ -110,12 +125,20 @@ def _training_data(args: argparse.Namespace):
     return (dataset, None), test
 
 
+def _check_outputs(args: argparse.Namespace, *, in_process: bool) -> None:
+    """Refuse, before any training, the options whose files could not be written afterwards."""
+    for option in ("checkpoint", "report"):
+        if in_process and getattr(args, option):
+            raise ConfigurationError(f"--{option} needs a cluster; drop --workers 0 or --{option}")
+    if args.output:
+        check_output_path("--output", args.output, suffix=".npz")
+    if args.report:
+        check_output_path("--report", args.report, suffix=".json")
+
+
 def run_train(args: argparse.Namespace) -> int:
-    if args.workers is not None and args.workers < 0:
-        raise ConfigurationError(f"--workers must be >= 0, got {args.workers}")
     in_process = args.workers == 0 and args.scheduler is None
-    if in_process and args.checkpoint:
-        raise ConfigurationError("--checkpoint needs a cluster; drop --workers 0 or --checkpoint")
+    _check_outputs(args, in_process=in_process)
     (X, y), test = _training_data(args)
     where = (
         nullcontext(None)
@@ -150,7 +173,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     classifier = BPTClassifier.load(args.model)
+    if args.data is not None:
+        dataset = open_dataset(args.data)
+        tested = int(dataset.chunk_sizes("test").sum())
+        if not tested:
+            raise ConfigurationError(f"{args.data} has no test split; ingest it again with --test-size above 0")
+        print(f"test accuracy: {classifier.score(dataset):.4f} ({tested} images)")
+        return 0
     images, labels = datasets.load(args.dataset, random_state=args.seed)
     _, (X_test, y_test) = datasets.split(images, labels, test_size=args.test_size)
+    if classifier.classes_.dtype.kind in "US":  # trained on an ingested dataset, whose classes are "0".."9"
+        y_test = y_test.astype(str)
     print(f"test accuracy: {classifier.score(X_test, y_test):.4f} ({len(y_test)} images)")
     return 0

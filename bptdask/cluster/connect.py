@@ -1,4 +1,4 @@
-"""Clients and local clusters, and who is in the cluster now."""
+"""Clients and local clusters, whether a client can still be used, and who is in the cluster now."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import dask
 from distributed import Client, LocalCluster, get_worker
 
-from bptdask.errors import ConfigurationError
+from bptdask.errors import ClusterTrainingError, ConfigurationError
 from bptdask.inner.runner import available_cores
 
 
@@ -46,7 +46,7 @@ def connect(
             f"threads_per_worker={threads_per_worker!r}"
         )
     if scheduler is not None:
-        with Client(scheduler, security=security) as client:
+        with _client_of(scheduler, security) as client:
             yield client
         return
     workers = n_workers or max(1, available_cores() // threads_per_worker)
@@ -61,6 +61,39 @@ def connect(
         Client(cluster, security=security) as client,
     ):
         yield client
+
+
+def _client_of(scheduler: str, security) -> Client:
+    """A client of the running scheduler at ``scheduler``.
+
+    Raises
+    ------
+    ClusterTrainingError
+        No scheduler answers at that address within Dask's connect timeout
+        (``distributed.comm.timeouts.connect``).
+    """
+    try:
+        return Client(scheduler, security=security)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterTrainingError(
+            f"cannot reach a Dask scheduler at {scheduler!r} ({type(exc).__name__}: {exc}); check the address "
+            "(tcp://host:port) and that the scheduler is running and reachable from here"
+        ) from None
+
+
+def check_open(client: Client) -> None:
+    """Raise unless ``client`` is connected to its scheduler (not closed, not reconnecting).
+
+    Raises
+    ------
+    ClusterTrainingError
+        Naming the client's state and the fix.
+    """
+    if client.status != "running":
+        raise ClusterTrainingError(
+            f"the Dask client is {client.status}, so it cannot train (was it or its cluster closed?); "
+            "start a new Client, or pass client=None to train in this process"
+        )
 
 
 def worker_addresses(client: Client) -> list[str]:
