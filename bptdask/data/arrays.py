@@ -3,6 +3,10 @@
 NumPy input is checked in full before anything is written. Dask input stays lazy: its
 shape and dtype are checked first, its label values while the chunks are written (an
 out-of-range label then discards the partial dataset).
+
+Without ``classes``, the classes are the distinct label values present, sorted, and the
+stored labels are indices into them (a stray label adds one class, not a range of
+empty ones).
 """
 
 from __future__ import annotations
@@ -76,6 +80,25 @@ def as_label_array(labels: Any, num_samples: int) -> np.ndarray | da.Array:
     return labels
 
 
+def encode_labels(labels: np.ndarray | da.Array) -> tuple[np.ndarray | da.Array, tuple[int, ...]]:
+    """Integer ``labels`` ``(N,)`` as int64 indices into their sorted distinct values, and those values.
+
+    Dask labels are read once for their distinct values and stay lazy.
+    """
+    if isinstance(labels, da.Array):
+        values = np.unique(da.unique(labels).compute())
+        encoded = labels.map_blocks(_positions, values, dtype=np.int64)
+    else:
+        values, encoded = np.unique(labels, return_inverse=True)
+        encoded = encoded.astype(np.int64, copy=False)
+    return encoded, tuple(int(value) for value in values)
+
+
+def _positions(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The index in sorted ``values`` of each of ``labels``, int64, same shape."""
+    return np.searchsorted(values, labels).astype(np.int64)
+
+
 def ingest(
     images: Any,
     labels: Any,
@@ -104,11 +127,12 @@ def ingest(
     images : NumPy or dask array, uint8
         ``(N, C, H, W)``, ``(N, H, W, C)`` with ``layout="NHWC"``, or ``(N, H, W)``.
     labels : NumPy or dask array of integers, shape (N,)
-        Class indices ``0 .. K-1``.
+        Class indices ``0 .. K-1`` into ``classes``; or, without ``classes``, any
+        integer labels (the classes are then their distinct values).
     path_or_store : str, path, URL or zarr.storage store
         Where to write; see :func:`open_dataset`.
     classes : sequence, optional
-        Class names, one per label value; default ``"0" .. str(max label)``.
+        Class names, one per label value; default: the sorted distinct label values.
     source : str, optional
         Provenance recorded in the attributes; default ``"numpy"`` or ``"dask"``.
     layout : {"NCHW", "NHWC"}
@@ -145,9 +169,12 @@ def ingest(
         source = "dask" if isinstance(images, da.Array) else "numpy"
     images = as_image_array(images, layout=layout)
     labels = as_label_array(labels, int(images.shape[0]))
-    names = None if classes is None else check_classes(classes)
-    if isinstance(labels, np.ndarray):
-        names = check_label_range(int(labels.min()), int(labels.max()), names)
+    if classes is None:
+        labels, names = encode_labels(labels)
+    else:
+        names = check_classes(classes)
+        if isinstance(labels, np.ndarray):
+            check_label_range(int(labels.min()), int(labels.max()), names)
     return write_dataset(
         location,
         images,

@@ -2,24 +2,35 @@
 
 :func:`open_dataset` checks the whole format before returning, and loads the labels and
 the train/test split (9 bytes a sample); images stay in the store until a chunk range
-is read. A :class:`Dataset` pickles as its location, so a worker process re-opens the
-store itself and reads its chunks straight from it.
+is read. A :class:`Dataset` pickles as its location and the ``"bptdask"`` attribute it
+saw, so a worker process re-opens the store itself, reads its chunks straight from it,
+and refuses a dataset that was re-ingested meanwhile.
+
+Every read checks, after decoding, that the dataset is still the one opened (its
+attribute, with the ingest's random ``ingest_id``, is unchanged) and that every chunk
+it read is stored, so a re-ingested path or a deleted chunk is an error instead of new
+images paired with old labels, or zeros (Zarr's fill value).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Mapping
 from types import ModuleType
+from typing import Any
 
 import dask.array as da
 import numpy as np
 import zarr
-import zarr.errors
 from dask.base import tokenize
+from zarr.core.sync import sync
 
 from bptdask._typing import Array, Shape
 from bptdask.backend import to_device
+from bptdask.data.drafts import recover_replaced
 from bptdask.data.format import (
+    ATTRS_KEY,
     IMAGES,
     LABELS,
     SPLIT,
@@ -32,10 +43,12 @@ from bptdask.data.format import (
     parse_attrs,
     read_attrs,
 )
-from bptdask.data.location import Location, PathOrStore, partial_paths, resolve
+from bptdask.data.location import Location, PathOrStore, open_group, partial_paths, resolve, store_errors
 from bptdask.errors import (
     ConfigurationError,
     CorruptChunkError,
+    DatasetChangedError,
+    DatasetError,
     DatasetFormatError,
     DatasetNotFoundError,
     IncompleteDatasetError,
@@ -84,7 +97,9 @@ def open_dataset(path_or_store: PathOrStore, *, storage_options: dict | None = N
 
 
 def _open_group(location: Location) -> zarr.Group:
-    if location.path is not None and not (location.path / "zarr.json").is_file():
+    if location.path is not None and not location.path.exists():
+        recover_replaced(location)
+    if location.path is not None and not location.path.exists():
         partial = partial_paths(location.path)
         if partial:
             raise IncompleteDatasetError(
@@ -92,20 +107,28 @@ def _open_group(location: Location) -> zarr.Group:
                 f"{str(partial[-1])!r}); it was interrupted or is still running; re-run the ingest, "
                 "which removes the partial data when it succeeds"
             )
-        what = "is not a Zarr group" if location.path.exists() else "does not exist"
         raise DatasetNotFoundError(
-            f"{location} {what}; check the path or create the dataset with bptdask.ingest(...) or `bptdask ingest`"
+            f"{location} does not exist; check the path or create the dataset with bptdask.ingest(...) "
+            "or `bptdask ingest`"
+        )
+    if location.path is not None and not location.path.is_dir():
+        raise DatasetNotFoundError(
+            f"{location} is a file, not a dataset directory; check the path or create the dataset with "
+            "bptdask.ingest(...) or `bptdask ingest`"
         )
     try:
-        return zarr.open_group(location.open_store(read_only=True), mode="r")
-    except (FileNotFoundError, zarr.errors.NodeNotFoundError):
-        raise DatasetNotFoundError(
-            f"{location} does not exist; check the location or create it with bptdask.ingest(...)"
-        ) from None
-    except zarr.errors.ContainsArrayError:
+        return open_group(location)
+    except DatasetNotFoundError:
+        if location.path is None:
+            raise
+    if (location.path / "zarr.json").is_file():
         raise DatasetFormatError(
-            f"{location} is a single Zarr array, not a bptdask dataset group; ingest the data with bptdask.ingest"
-        ) from None
+            f"{location} has a damaged zarr.json (not a Zarr group document); re-ingest it with overwrite=True"
+        )
+    raise DatasetNotFoundError(
+        f"{location} is a directory but not a Zarr group; check the path or create the dataset with "
+        "bptdask.ingest(...) or `bptdask ingest`"
+    )
 
 
 class Dataset:
@@ -118,14 +141,30 @@ class Dataset:
     ----------
     location : Location
         Where the dataset is stored; its format is checked here.
+    expected : mapping, optional
+        The ``"bptdask"`` attribute the dataset must still have (what a pickled dataset
+        saw when it was opened).
+
+    Raises
+    ------
+    DatasetChangedError
+        When ``expected`` is given and the stored dataset is another one.
     """
 
-    def __init__(self, location: Location):
+    def __init__(self, location: Location, *, expected: Mapping[str, Any] | None = None):
         self.location = location
         where = str(location)
         group = _open_group(location)
-        meta = read_attrs(group.attrs.asdict(), where)
-        arrays = check_arrays(group, where)
+        with store_errors(location):
+            meta = read_attrs(group.attrs.asdict(), where)
+            if expected is not None and meta != expected:
+                raise DatasetChangedError(
+                    f"{where} is not the dataset that was opened before it was sent here: it was re-ingested "
+                    f"or replaced since (ingest_id {expected.get('ingest_id')!r}, now {meta.get('ingest_id')!r}); "
+                    "open it again with open_dataset and start over"
+                )
+            arrays = check_arrays(group, where)
+        self._meta = meta
         self._images = arrays[IMAGES]
         self.attrs: DatasetAttrs = parse_attrs(
             meta, channels=self._images.shape[1], num_samples=self._images.shape[0], where=where
@@ -151,7 +190,7 @@ class Dataset:
             )
 
     def __reduce__(self):
-        return Dataset, (self.location,)
+        return _reopen, (self.location, self._meta)
 
     def __repr__(self) -> str:
         return (
@@ -252,7 +291,10 @@ class Dataset:
         Raises
         ------
         CorruptChunkError
-            When a chunk in the range fails its checksum or decompression.
+            When a chunk in the range fails its checksum or decompression, or is no
+            longer stored.
+        DatasetChangedError
+            When the dataset was re-ingested, replaced or removed since it was opened.
         """
         if stop_chunk is None:
             stop_chunk = start_chunk + 1
@@ -264,6 +306,8 @@ class Dataset:
         code = self._subset_code(subset)
         start, stop = self.chunk_boundaries[start_chunk][0], self.chunk_boundaries[stop_chunk - 1][1]
         images = self._read_range(self._images, IMAGES, start, stop)
+        self.check_unchanged()
+        self._check_stored(self._images, IMAGES, start_chunk, stop_chunk)
         labels = self._labels[start:stop]
         if code is not None:
             keep = self._split[start:stop] == code
@@ -288,12 +332,63 @@ class Dataset:
         for start, stop in self.chunk_boundaries:
             self._read_range(self._images, IMAGES, start, stop)
 
+    def check_unchanged(self) -> None:
+        """Raise DatasetChangedError unless the store still holds the dataset that was opened.
+
+        The labels and split loaded at opening belong to that dataset; images read
+        from another one would be paired with the wrong labels.
+        """
+        try:
+            with store_errors(self.location):
+                now = open_group(self.location).attrs.asdict().get(ATTRS_KEY)
+        except DatasetError as exc:
+            raise DatasetChangedError(
+                f"{self.location} cannot be read any more since it was opened ({exc}); open it again with open_dataset"
+            ) from exc
+        if now != self._meta:
+            ingest_id = now.get("ingest_id") if isinstance(now, Mapping) else None
+            raise DatasetChangedError(
+                f"{self.location} changed after it was opened: it was re-ingested or altered (ingest_id "
+                f"{self._meta.get('ingest_id')!r}, now {ingest_id!r}), so its images no longer match the labels "
+                "loaded then; open it again with open_dataset"
+            )
+
+    def _check_stored(self, array: zarr.Array, name: str, start_chunk: int, stop_chunk: int) -> None:
+        """Raise CorruptChunkError if a chunk (or shard) of ``array`` in the range is not stored.
+
+        Zarr reads a chunk that is not stored as its fill value; a dataset stores every chunk.
+        """
+        unit = (array.shards or array.chunks)[0]
+        first = self.chunk_boundaries[start_chunk][0] // unit
+        last = (self.chunk_boundaries[stop_chunk - 1][1] - 1) // unit
+        rest = (0,) * (array.ndim - 1)
+        keys = {index: array.metadata.encode_chunk_key((index, *rest)) for index in range(first, last + 1)}
+
+        async def stored() -> list[bool]:
+            return await asyncio.gather(*((array.store_path / key).exists() for key in keys.values()))
+
+        with store_errors(self.location):
+            found = sync(stored())
+        missing = [index for index, present in zip(keys, found, strict=True) if not present]
+        if missing:
+            index = missing[0]
+            raise CorruptChunkError(
+                f"{self.location}: chunk {index * unit // self.chunk_size} of {name!r} (samples {index * unit}.."
+                f"{min((index + 1) * unit, len(self)) - 1}, stored as {keys[index]!r}) is missing from the store "
+                "(deleted after the dataset was opened?); re-ingest the dataset with overwrite=True"
+            )
+
     def _read_all(self, array: zarr.Array, name: str) -> np.ndarray:
         return self._read_range(array, name, 0, len(self))
 
     def _read_range(self, array: zarr.Array, name: str, start: int, stop: int) -> np.ndarray:
         try:
             return array[start:stop]
+        except OSError as exc:
+            raise DatasetError(
+                f"{self.location}: samples {start}..{stop - 1} of {name!r} cannot be read ({type(exc).__name__}: "
+                f"{exc}); check that the store is reachable and readable"
+            ) from exc
         except _DECODE_ERRORS:
             for index, (chunk_start, chunk_stop) in enumerate(self.chunk_boundaries):
                 if chunk_stop <= start or chunk_start >= stop:
@@ -306,6 +401,11 @@ class Dataset:
                         f"is damaged ({chunk_exc}); re-ingest the dataset with overwrite=True"
                     ) from chunk_exc
             raise
+
+
+def _reopen(location: Location, expected: Mapping[str, Any]) -> Dataset:
+    """Open the dataset at ``location`` again, in another process, if it is still the one ``expected``."""
+    return Dataset(location, expected=expected)
 
 
 def _read_images(dataset: Dataset, chunk: int, subset: str) -> np.ndarray:

@@ -9,15 +9,19 @@ all with the same chunking:
 
 and one attribute, ``"bptdask"``, a dict with ``format_version``, ``complete``,
 ``classes``, per-channel ``mean``/``std`` (of the training samples, pixel values scaled
-to 0..1, a constant channel gets std 1), ``source`` and ``split`` (``seed``,
-``num_test``). Every chunk is stored (``write_empty_chunks``) with a CRC32C checksum,
-so a missing or damaged chunk is detected instead of read back as zeros.
+to 0..1, a constant channel gets std 1), ``source``, ``split`` (``seed``,
+``num_test``) and ``ingest_id``, a random token that tells one ingest's dataset from
+another's at the same path (absent in datasets written before it). Every chunk is
+stored (``write_empty_chunks``) with a CRC32C checksum, so a missing or damaged chunk is
+detected instead of read back as zeros.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +51,13 @@ DEFAULT_CHUNK_SIZE = 1024
 TRAIN, TEST = 0, 1
 SUBSETS = {"all": None, "train": TRAIN, "test": TEST}
 
+#: Largest decoded chunk (bytes) a reader accepts; a store claiming more is refused before decoding.
+MAX_CHUNK_BYTES = 2**31
+#: Largest number of chunks in one shard (its index is read whole).
+MAX_CHUNKS_PER_SHARD = 2**20
+#: Bytes per sample that opening a dataset loads: its label (int64) and split value (uint8).
+LOADED_BYTES_PER_SAMPLE = 9
+
 ARRAY_DTYPES = {IMAGES: np.dtype(np.uint8), LABELS: np.dtype(np.int64), SPLIT: np.dtype(np.uint8)}
 
 
@@ -73,6 +84,7 @@ class DatasetAttrs:
     source: str
     split_seed: int | None
     num_test: int
+    ingest_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The attribute as stored, marked complete and with the current format version."""
@@ -84,12 +96,13 @@ class DatasetAttrs:
             "std": list(self.std),
             "source": self.source,
             "split": {"seed": self.split_seed, "num_test": self.num_test},
+            "ingest_id": self.ingest_id,
         }
 
 
-def pending_attrs(source: str) -> dict[str, Any]:
+def pending_attrs(source: str, ingest_id: str) -> dict[str, Any]:
     """The attribute an ingest writes first: the store is marked incomplete until it ends."""
-    return {ATTRS_KEY: {"format_version": FORMAT_VERSION, "complete": False, "source": source}}
+    return {ATTRS_KEY: {"format_version": FORMAT_VERSION, "complete": False, "source": source, "ingest_id": ingest_id}}
 
 
 def check_classes(classes: Sequence[Any]) -> tuple[int | str, ...]:
@@ -105,7 +118,7 @@ def check_classes(classes: Sequence[Any]) -> tuple[int | str, ...]:
     names = tuple(int(c) for c in values) if integers else tuple(str(c) for c in values)
     if not names:
         raise ConfigurationError("classes is empty; pass one name per label value 0..K-1")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(name for name, count in collections.Counter(names).items() if count > 1)
     if duplicates:
         raise ConfigurationError(f"classes contains duplicates {duplicates}; give every class a distinct name")
     if "" in names:
@@ -181,6 +194,7 @@ def parse_attrs(meta: Mapping[str, Any], *, channels: int, num_samples: int, whe
         source=str(meta.get("source", "")),
         split_seed=split.get("seed"),
         num_test=split["num_test"],
+        ingest_id=meta.get("ingest_id") if isinstance(meta.get("ingest_id"), str) else None,
     )
 
 
@@ -235,6 +249,7 @@ def check_arrays(group: zarr.Group, where: str) -> dict[str, zarr.Array]:
             f"{where}: the arrays are chunked differently along samples (chunk/shard: {described}); "
             "they must share one chunking; re-ingest it"
         )
+    check_sizes(arrays, where)
     for name, array in arrays.items():
         # A partial last shard counts as a whole one, so a complete array may report more.
         missing = array.nchunks - array.nchunks_initialized
@@ -244,6 +259,47 @@ def check_arrays(group: zarr.Group, where: str) -> dict[str, zarr.Array]:
                 "(deleted or never written); re-ingest the dataset with overwrite=True"
             )
     return arrays
+
+
+def check_sizes(arrays: Mapping[str, zarr.Array], where: str) -> None:
+    """Refuse arrays whose chunks, shard index or loaded labels would need unreasonable memory.
+
+    Called before anything is decoded, so a store whose metadata claims huge shapes is
+    refused without allocating them.
+
+    Raises
+    ------
+    DatasetFormatError
+        When a decoded chunk would exceed :data:`MAX_CHUNK_BYTES`, a shard would hold
+        more than :data:`MAX_CHUNKS_PER_SHARD` chunks, or the labels and split loaded at
+        opening would exceed half of this machine's memory.
+    """
+    for name, array in arrays.items():
+        chunk_bytes = math.prod(array.chunks) * array.dtype.itemsize
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise DatasetFormatError(
+                f"{where}: {name!r} has chunks {array.chunks}, {chunk_bytes / 2**30:.1f} GiB each once decoded, "
+                f"more than the {MAX_CHUNK_BYTES / 2**30:.0f} GiB bptdask decodes at once; refusing to read it; "
+                "re-ingest it with a smaller chunk_size"
+            )
+        per_shard = math.prod(array.shards or array.chunks) // math.prod(array.chunks)
+        if per_shard > MAX_CHUNKS_PER_SHARD:
+            raise DatasetFormatError(
+                f"{where}: {name!r} has shards {array.shards} of {per_shard} chunks, more than the "
+                f"{MAX_CHUNKS_PER_SHARD} bptdask reads the index of; re-ingest it with a smaller shard_size"
+            )
+    loaded = arrays[LABELS].shape[0] * LOADED_BYTES_PER_SAMPLE
+    if loaded > _memory_bytes() // 2:
+        raise DatasetFormatError(
+            f"{where} claims {arrays[LABELS].shape[0]} samples, whose labels and split alone take "
+            f"{loaded / 2**30:.1f} GiB, more than half of this machine's memory; refusing to load them; "
+            "check the store, or split the dataset into smaller ones"
+        )
+
+
+def _memory_bytes() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def check_label_values(labels: np.ndarray, num_classes: int, where: str, *, offset: int = 0) -> None:

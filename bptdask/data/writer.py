@@ -82,11 +82,8 @@ def channel_moments(histogram: np.ndarray) -> tuple[tuple[float, ...], tuple[flo
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def check_label_range(label_min: int, label_max: int, classes: tuple[int | str, ...] | None) -> tuple[int | str, ...]:
-    """The classes of labels spanning ``[label_min, label_max]``.
-
-    ``classes=None`` keeps the label values themselves as the classes, ``0`` ..
-    ``label_max`` (integers stay integers).
+def check_label_range(label_min: int, label_max: int, classes: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """``classes``, after checking that labels spanning ``[label_min, label_max]`` index them.
 
     Raises
     ------
@@ -95,11 +92,9 @@ def check_label_range(label_min: int, label_max: int, classes: tuple[int | str, 
     """
     if label_min < 0:
         raise DataError(
-            f"label {label_min} is negative; labels must be class indices 0..K-1; "
-            "encode them first, e.g. with numpy.unique(y, return_inverse=True)"
+            f"label {label_min} is negative; labels must be class indices 0..K-1 into classes; "
+            "encode them first, e.g. with numpy.unique(y, return_inverse=True), or pass classes=None"
         )
-    if classes is None:
-        return tuple(range(label_max + 1))
     if label_max >= len(classes):
         shown = list(classes) if len(classes) <= 10 else [*classes[:10], "..."]
         raise DataError(
@@ -239,7 +234,7 @@ def write_dataset(
     images: np.ndarray | da.Array,
     labels: np.ndarray | da.Array,
     *,
-    classes: tuple[str, ...] | None,
+    classes: tuple[int | str, ...],
     source: str,
     chunk_size: int,
     shard_size: int | None,
@@ -255,9 +250,10 @@ def write_dataset(
     location : Location
     images : NumPy or dask array, uint8, shape (N, C, H, W)
     labels : NumPy or dask array, integer, shape (N,)
-        Any chunking; both are cut into write units (a chunk, or a shard).
-    classes : tuple of str, or None
-        None names the classes after the label values, ``"0"`` .. ``str(max label)``.
+        Indices into ``classes``; any chunking; both are cut into write units (a chunk,
+        or a shard).
+    classes : tuple of int or str
+        The class of each label value.
     source : str
         Recorded in the attributes.
     chunk_size, shard_size : int
@@ -272,8 +268,10 @@ def write_dataset(
     Raises
     ------
     DatasetExistsError
-        When the target holds data and ``overwrite`` is false, or holds data that is not
-        Zarr (never deleted).
+        When the target holds data and ``overwrite`` is false, or holds anything but a
+        bptdask dataset (never deleted).
+    DatasetBusyError
+        When another ingest is writing the same path.
     DataError
         When a label is negative or has no class name (found while writing a lazy
         source; the partial dataset is discarded and an existing one kept).
@@ -284,7 +282,7 @@ def write_dataset(
     is_test = draw_test_mask(num_samples, num_test_samples(num_samples, test_size), seed)
     draft = open_draft(location, overwrite=overwrite)
     try:
-        group = draft.open_group(pending_attrs(source))
+        group = draft.open_group(pending_attrs(source, token))
         sample_shape = tuple(int(v) for v in images.shape[1:])
         arrays = {}
         for name, dtype, shape in (
@@ -319,9 +317,9 @@ def write_dataset(
             source=source,
             split_seed=int(seed),
             num_test=int(is_test.sum()),
+            ingest_id=token,
         )
-        group.update_attributes({ATTRS_KEY: final.to_json()})
-        draft.commit()
+        draft.commit(group, {ATTRS_KEY: final.to_json()})
     except BaseException:
         _GATE.close(token)
         draft.abort()

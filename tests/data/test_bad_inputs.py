@@ -94,8 +94,8 @@ INGEST_CASES = [
         r"labels must be integer class indices, got dtype float64; encode them",
     ),
     (
-        "negative-label",
-        lambda t, p, x, y, h: ingest(x, np.where(y == 3, -1, y), t, overwrite=True),
+        "negative-label-with-classes",
+        lambda t, p, x, y, h: ingest(x, np.where(y == 3, -1, y), t, classes=list("abcdefghij"), overwrite=True),
         DataError,
         r"label -1 is negative; .* numpy.unique",
     ),
@@ -273,7 +273,7 @@ def test_bad_ingest_input_is_rejected_and_the_existing_dataset_survives(
 def test_overwrite_refuses_to_delete_a_folder_that_is_not_zarr(tmp_path, small):
     precious = tmp_path / "thesis"
     _text_file(precious / "chapter1.tex")
-    with pytest.raises(DatasetExistsError, match=r"'.*thesis' exists and is not a Zarr store; refusing to replace"):
+    with pytest.raises(DatasetExistsError, match=r"'.*thesis' holds \['chapter1.tex'\] besides dataset arrays; refusing to replace"):
         ingest(*small, precious, overwrite=True)
     assert (precious / "chapter1.tex").read_text() == "hello"
 
