@@ -517,7 +517,8 @@ def check_same_run(stored: dict[str, Any], run: dict[str, Any], path: Path) -> N
         shown = "; ".join(value for value in values if value)
         raise CheckpointError(
             f"the checkpoint in {path} is of another run: its {', '.join(parts)} "
-            f"{'differs' if parts in (['seed'], ['architecture']) else 'differ'} from this fit's"
+            f"{'differs' if len(parts) == 1 and parts[0].startswith(('seed', 'architecture')) else 'differ'} from "
+            "this fit's"
             + (f" ({shown})" if shown else "")
             + "; fit with the same model, settings, seed (random_state) and data to resume, or pass a new checkpoint "
             "directory"
