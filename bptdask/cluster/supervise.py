@@ -43,6 +43,8 @@ class Shell:
         self.run_description, self.store, self.evaluate, self.on_epoch = run, store, evaluate, on_epoch
         self.run_id = uuid.uuid4().hex[:8]
         self.generation: Generation | None = None
+        #: The exception each failed training task raised on its worker, by task name.
+        self.task_errors: dict[str, BaseException] = {}
 
     def run(self, state: rules.SupervisorState) -> tuple[Params, RunReport]:
         """Drive ``state`` to the end: the final global weights and the run's report."""
@@ -194,6 +196,8 @@ class Shell:
             if future.status == "finished":
                 ended.append(rules.TaskFinished(name, future.result()))
             else:
-                reason = repr(future.exception()) if future.status == "error" else future.status
-                ended.append(rules.TaskFailed(name, reason))
+                error = future.exception() if future.status == "error" else None
+                if error is not None:
+                    self.task_errors[name] = error
+                ended.append(rules.TaskFailed(name, future.status if error is None else repr(error)))
         return ended
