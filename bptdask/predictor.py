@@ -17,6 +17,7 @@ from dask.base import tokenize
 
 from bptdask._typing import Params
 from bptdask.backend import get_namespace, to_device, to_numpy
+from bptdask.errors import DataError, ShapeError
 from bptdask.kernels import softmax
 from bptdask.model import Sequential
 from bptdask.preprocess import normalize
@@ -54,6 +55,22 @@ class Predictor:
     device: str = "auto"
     vectors: bool = False
     _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        """Refuse parts that would predict wrongly: one class per output, finite ``mean``, ``std > 0``."""
+        if len(self.classes) != self.model.num_classes:
+            raise ShapeError(
+                f"{len(self.classes)} class labels for a model with {self.model.num_classes} outputs; "
+                "pass one label per output"
+            )
+        channels = self.model.input_shape[0]
+        for name in ("mean", "std"):
+            value = np.asarray(getattr(self, name))
+            if value.shape != (channels,) or not np.isfinite(value).all() or (name == "std" and (value <= 0).any()):
+                raise DataError(
+                    f"{name} is {value.tolist()!r}; prediction needs {channels} finite values (one per input "
+                    f"channel{', all > 0' if name == 'std' else ''})"
+                )
 
     def __reduce__(self):
         host = {name: to_numpy(value) for name, value in self.params.items()}
