@@ -29,7 +29,14 @@ from distributed import Client, LocalCluster
 
 import bptdask
 from bptdask import BPTClassifier, Sequential, datasets
-from bptdask.errors import CheckpointError, ConfigurationError, ModelFileError, ModelNotFoundError
+from bptdask.errors import (
+    CheckpointError,
+    ConfigurationError,
+    DataError,
+    ModelFileError,
+    ModelNotFoundError,
+    ShapeError,
+)
 from bptdask.layers import Dense, Flatten
 from bptdask.outer.checkpoint import (
     CheckpointState,
@@ -40,6 +47,7 @@ from bptdask.outer.checkpoint import (
     resume_run,
 )
 from bptdask.outer.run_config import RunConfig, describe_run
+from bptdask.predictor import Predictor
 from bptdask.report import MergeLog
 from bptdask.serialize import HEADER_KEY, load_model, save_model
 
@@ -168,6 +176,15 @@ def test_a_garbled_checkpoint_metadata_file_is_a_checkpoint_error(two_checkpoint
     assert files_of(store.path) == before
 
 
+def test_an_empty_newest_checkpoint_directory_is_skipped(two_checkpoints):
+    store, _, _ = two_checkpoints
+    (store.path / "g0000-v000000000009").mkdir()
+    before = files_of(store.path)
+    with pytest.warns(RuntimeWarning, match=r"g0000-v000000000009 is not a checkpoint \(it has no zarr.json\)"):
+        assert store.latest().version == 4
+    assert files_of(store.path) == before and (store.path / "g0000-v000000000009").is_dir()
+
+
 def test_when_no_checkpoint_is_intact_resume_fails_and_deletes_nothing(two_checkpoints):
     store, older, newer = two_checkpoints
     weight_chunk(older).unlink()
@@ -268,6 +285,53 @@ def test_a_read_only_checkpoint_directory_is_refused_before_training(two_checkpo
     finally:
         os.chmod(store.path, 0o755)
     assert f"refused: checkpoints cannot be written to {store.path} (Permission denied)" in done.stdout, done.stderr
+    assert files_of(store.path) == before
+
+
+@pytest.mark.timeout(180)
+def test_a_fit_into_a_read_only_directory_is_refused_on_the_client_before_training(tmp_path):
+    directory = tmp_path / "ckpt"
+    directory.mkdir(mode=0o555)
+    try:
+        done = run_without_dac_override(
+            f"""
+            from distributed import Client, LocalCluster
+            from bptdask import BPTClassifier, datasets
+            from bptdask.errors import ConfigurationError
+            X, y = datasets.digits(random_state=0)
+            with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as c:
+                clf = BPTClassifier("mlp", epochs=1, client=c)
+                try:
+                    clf.fit(X[:200].reshape(200, -1), y[:200], checkpoint={str(directory)!r})
+                except ConfigurationError as exc:
+                    print("refused:", exc, "| trained:", clf.report_ is not None)
+            """
+        )
+    finally:
+        directory.chmod(0o755)
+    assert f"refused: checkpoints cannot be written to {directory} (Permission denied)" in done.stdout, done.stderr
+    assert "| trained: False" in done.stdout
+    assert list(directory.iterdir()) == []
+
+
+def test_a_checkpoint_directory_that_cannot_be_listed_is_refused(two_checkpoints):
+    store, _, _ = two_checkpoints
+    before = files_of(store.path)
+    os.chmod(store.path, 0o000)
+    try:
+        done = run_without_dac_override(
+            f"""
+            from bptdask.errors import ConfigurationError
+            from bptdask.outer.checkpoint import CheckpointStore
+            try:
+                CheckpointStore({str(store.path)!r})
+            except ConfigurationError as exc:
+                print("refused:", exc)
+            """
+        )
+    finally:
+        os.chmod(store.path, 0o755)
+    assert f"refused: checkpoint directory {str(store.path)!r} cannot be listed (Permission denied)" in done.stdout
     assert files_of(store.path) == before
 
 
@@ -537,3 +601,18 @@ def test_a_crafted_file_is_refused_before_it_inflates_in_memory(tmp_path, compre
         tracemalloc.stop()
     assert peak < 8 * 2**20, f"loading a {path.stat().st_size}-byte file allocated {peak} bytes"
     assert files_of(path) == before
+
+
+@pytest.mark.parametrize(
+    ("parts", "error", "message"),
+    [
+        ({"classes": np.array(["a", "b"])}, ShapeError, "2 class labels for a model with 3 outputs"),
+        ({"std": np.array([0.0])}, DataError, r"std is \[0.0\]; prediction needs 1 finite values .*all > 0"),
+        ({"mean": np.array([np.nan])}, DataError, "mean is"),
+    ],
+    ids=["classes", "std-zero", "mean-nan"],
+)
+def test_a_predictor_of_parts_that_would_predict_wrongly_is_refused(parts, error, message):
+    fields = {"classes": np.array(["a", "b", "c"]), "mean": np.array([0.5]), "std": np.array([0.25]), **parts}
+    with pytest.raises(error, match=message):
+        Predictor(MODEL, MODEL.init_params(0), **fields)
