@@ -27,6 +27,7 @@ import numpy as np
 from distributed import Client, Future
 
 from bptdask.data import Dataset
+from bptdask.data.dataset import DatasetRef
 from bptdask.validation import check_number
 
 #: Share of the workers' memory a dataset's training split may take to be shared in memory.
@@ -37,14 +38,14 @@ SHARED_MEMORY_FRACTION = 0.25
 class ChunkSource:
     """How workers reach a fit's chunks: plain and picklable, it travels with every training task.
 
-    ``dataset`` is the store chunks are read from (None: every chunk is published Dask
-    data); ``shared`` says whether a chunk read from the store is published for the
-    other workers.
+    ``dataset`` refers to the dataset chunks are read from (None: every chunk is
+    published Dask data), opened by the worker that reads it; ``shared`` says whether a
+    chunk read from the store is published for the other workers.
     """
 
     token: str
     n_chunks: int
-    dataset: Dataset | None = None
+    dataset: DatasetRef | None = None
     shared: bool = True
 
     def name(self, chunk: int) -> str:
@@ -163,7 +164,7 @@ def dataset_chunks(
     nbytes = sum(sizes) * math.prod(dataset.sample_shape)
     limits = [w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()]
     shared = bool(limits) and all(limits) and nbytes <= memory_fraction * sum(limits)
-    source = ChunkSource(uuid.uuid4().hex[:10], len(sizes), dataset, shared)
+    source = ChunkSource(uuid.uuid4().hex[:10], len(sizes), dataset.ref(), shared)
     return TrainingChunks(source, sizes, _floats(dataset.mean), _floats(dataset.std), str(dataset.location))
 
 

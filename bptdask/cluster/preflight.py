@@ -16,9 +16,20 @@ from distributed import Client
 
 from bptdask.cluster.chunks import TrainingChunks
 from bptdask.cluster.connect import worker_addresses
-from bptdask.data import Dataset
-from bptdask.data.location import Location
-from bptdask.errors import BptDaskError, ClusterTrainingError, ConfigurationError, DatasetError
+from bptdask.data.dataset import DatasetRef
+from bptdask.errors import (
+    BptDaskError,
+    ClusterTrainingError,
+    ConfigurationError,
+    CorruptChunkError,
+    DatasetChangedError,
+    DatasetError,
+    DatasetFormatError,
+    IncompleteDatasetError,
+)
+
+#: Errors that mean a worker reached the dataset and found it damaged or changed: raised as they are.
+_FOUND_DAMAGED = (CorruptChunkError, DatasetChangedError, DatasetFormatError, IncompleteDatasetError)
 
 #: Seconds a fit waits for its first workers (a batch system may take minutes to start them).
 START_TIMEOUT = 600.0
@@ -56,13 +67,15 @@ def preflight(client: Client, chunks: TrainingChunks, checkpoint: Path | None, *
     """
     probe = None if checkpoint is None else f".bptdask-probe-{uuid.uuid4().hex[:12]}"
     dataset = chunks.source.dataset
-    location = None if dataset is None else dataset.location  # a Dataset would re-open itself when unpickled
-    future = client.submit(_check_on_worker, location, checkpoint, probe, workers=[worker], pure=False)
+    future = client.submit(_check_on_worker, dataset, checkpoint, probe, workers=[worker], pure=False)
     problem = future.result(timeout=timeout)
     if problem is not None and problem[0] == "dataset":
+        cause = problem[1]
+        if isinstance(cause, _FOUND_DAMAGED):
+            raise type(cause)(f"on the worker {worker}: {cause}") from cause
         raise DatasetError(
-            f"the workers cannot open the dataset at {dataset.location} ({problem[1]}); pass arrays to fit "
-            "(fit(X, y) puts them on the cluster) or a path or URL every worker can open"
+            f"the workers cannot open the dataset at {dataset.location} ({type(cause).__name__}: {cause}); "
+            "pass arrays to fit (fit(X, y) puts them on the cluster) or a path or URL every worker can open"
         )
     if problem is not None:
         raise ConfigurationError(
@@ -79,13 +92,15 @@ def preflight(client: Client, chunks: TrainingChunks, checkpoint: Path | None, *
         written.unlink()
 
 
-def _check_on_worker(location: Location | None, checkpoint: Path | None, probe: str | None) -> tuple[str, str] | None:
-    """Runs on a worker: ``None``, or ``(what, why)`` for the first thing it cannot reach."""
-    if location is not None:
+def _check_on_worker(
+    dataset: DatasetRef | None, checkpoint: Path | None, probe: str | None
+) -> tuple[str, str | Exception] | None:
+    """Runs on a worker: ``None``, or ``(what, why)`` for the first thing it cannot reach (the error, for a dataset)."""
+    if dataset is not None:
         try:
-            Dataset(location)
+            dataset.open()
         except (BptDaskError, OSError) as exc:
-            return "dataset", f"{type(exc).__name__}: {exc}"
+            return "dataset", exc
     if checkpoint is not None:
         try:
             checkpoint.mkdir(parents=True, exist_ok=True)

@@ -167,7 +167,7 @@ class ChunkReader:
         read: dict[int, Chunk] = {}
         if not chunks:
             return read
-        dataset = self.source.dataset
+        dataset = self.source.dataset.open()
         sizes = dataset.chunk_sizes("train")
         for _, numbered in itertools.groupby(enumerate(sorted(chunks)), key=lambda pair: pair[1] - pair[0]):
             run = [chunk for _, chunk in numbered]

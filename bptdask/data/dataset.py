@@ -4,7 +4,9 @@
 the train/test split (9 bytes a sample); images stay in the store until a chunk range
 is read. A :class:`Dataset` pickles as its location and the ``"bptdask"`` attribute it
 saw, so a worker process re-opens the store itself, reads its chunks straight from it,
-and refuses a dataset that was re-ingested meanwhile.
+and refuses a dataset that was re-ingested meanwhile. Task graphs carry a
+:class:`DatasetRef` instead, which opens the dataset only where a task runs, once per
+process.
 
 Every read checks, after decoding, that the dataset is still the one opened (its
 attribute, with the ingest's random ``ingest_id``, is unchanged) and that every chunk
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -160,8 +165,9 @@ class Dataset:
             if expected is not None and meta != expected:
                 raise DatasetChangedError(
                     f"{where} is not the dataset that was opened before it was sent here: it was re-ingested "
-                    f"or replaced since (ingest_id {expected.get('ingest_id')!r}, now {meta.get('ingest_id')!r}); "
-                    "open it again with open_dataset and start over"
+                    f"or replaced since, or this machine sees another dataset at that path (ingest_id "
+                    f"{expected.get('ingest_id')!r}, now {meta.get('ingest_id')!r}); open it again with "
+                    "open_dataset and start over, on storage every machine shares"
                 )
             arrays = check_arrays(group, where)
         self._meta = meta
@@ -191,6 +197,10 @@ class Dataset:
 
     def __reduce__(self):
         return _reopen, (self.location, self._meta)
+
+    def ref(self) -> DatasetRef:
+        """A small picklable reference that opens this dataset (and no other) where it is used."""
+        return DatasetRef(self.location, self._meta)
 
     def __repr__(self) -> str:
         return (
@@ -323,7 +333,8 @@ class Dataset:
         sizes = self.chunk_sizes(subset)
         chunk_ids = [index for index, size in enumerate(sizes) if size]
         name = f"bptdask-dataset-{tokenize(str(self.location), len(self), subset)}"
-        graph = {(name, block, 0, 0, 0): (_read_images, self, index, subset) for block, index in enumerate(chunk_ids)}
+        ref = self.ref()
+        graph = {(name, block, 0, 0, 0): (_read_images, ref, index, subset) for block, index in enumerate(chunk_ids)}
         sample = tuple((size,) for size in self.sample_shape)
         return da.Array(graph, name, ((*(int(sizes[i]) for i in chunk_ids),), *sample), dtype=np.uint8)
 
@@ -408,5 +419,35 @@ def _reopen(location: Location, expected: Mapping[str, Any]) -> Dataset:
     return Dataset(location, expected=expected)
 
 
-def _read_images(dataset: Dataset, chunk: int, subset: str) -> np.ndarray:
-    return dataset.read(chunk, subset=subset)[0]
+@dataclass(frozen=True, eq=False)
+class DatasetRef:
+    """Where a dataset is and the ``"bptdask"`` attribute it had when opened; opened on demand.
+
+    Unpickling it opens nothing (a scheduler that unpickles a task graph never touches
+    the store); :meth:`open` opens the dataset in the process that reads it, once per
+    process, and refuses one that was re-ingested since.
+    """
+
+    location: Location
+    identity: Mapping[str, Any]
+
+    def open(self) -> Dataset:
+        """The dataset, opened in this process (cached); DatasetChangedError if it is another one now."""
+        key = (self.location.name, json.dumps(self.identity, sort_keys=True, default=str))
+        if key in _OPENED:
+            _OPENED.move_to_end(key)
+            return _OPENED[key]
+        dataset = Dataset(self.location, expected=self.identity)
+        _OPENED[key] = dataset
+        while len(_OPENED) > _OPENED_LIMIT:
+            _OPENED.popitem(last=False)
+        return dataset
+
+
+#: Datasets this process opened through a :class:`DatasetRef`, most recently used last.
+_OPENED: OrderedDict[tuple[str, str], Dataset] = OrderedDict()
+_OPENED_LIMIT = 8
+
+
+def _read_images(ref: DatasetRef, chunk: int, subset: str) -> np.ndarray:
+    return ref.open().read(chunk, subset=subset)[0]

@@ -224,6 +224,10 @@ def check_arrays(group: zarr.Group, where: str) -> dict[str, zarr.Array]:
             raise DatasetFormatError(
                 f"{where}: {name!r} has dtype {array.dtype}, the format needs {dtype}; re-ingest it with bptdask.ingest"
             )
+        if min(array.chunks, default=1) < 1:
+            raise DatasetFormatError(
+                f"{where}: {name!r} has chunks {array.chunks}, with an empty axis; re-ingest it with bptdask.ingest"
+            )
         arrays[name] = array
     images = arrays[IMAGES]
     if images.ndim != 4 or min(images.shape[1:]) < 1:

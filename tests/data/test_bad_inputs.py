@@ -273,7 +273,7 @@ def test_bad_ingest_input_is_rejected_and_the_existing_dataset_survives(
 def test_overwrite_refuses_to_delete_a_folder_that_is_not_zarr(tmp_path, small):
     precious = tmp_path / "thesis"
     _text_file(precious / "chapter1.tex")
-    with pytest.raises(DatasetExistsError, match=r"'.*thesis' holds \['chapter1.tex'\] besides dataset arrays; refusing to replace"):
+    with pytest.raises(DatasetExistsError, match=r"thesis' holds \['chapter1.tex'\] besides dataset arrays"):
         ingest(*small, precious, overwrite=True)
     assert (precious / "chapter1.tex").read_text() == "hello"
 
