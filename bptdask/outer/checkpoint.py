@@ -69,6 +69,8 @@ FORMAT_VERSION = 3
 SAFE_CODECS = frozenset({"bytes", "zstd", "gzip", "crc32c", "transpose", "blosc"})
 _NAME = re.compile(r"^g(\d{4,})-v(\d{12,})$")
 _NUMERIC_KINDS = "fiub"
+#: The attributes of a checkpoint directory's own Zarr group.
+_ROOT_ATTRIBUTES = {"format": FORMAT_NAME}
 #: The document's key holding the CRC32C of the rest of it.
 _CHECKSUM_KEY = "checksum"
 
@@ -232,7 +234,8 @@ class CheckpointStore:
         """
         self.path.mkdir(parents=True, exist_ok=True)
         if _root_format(self.path) != FORMAT_NAME:
-            zarr.open_group(LocalStore(self.path), mode="a", attributes={"format": FORMAT_NAME})
+            with replacing(self.path / "zarr.json") as staged:  # a full disk cannot leave it half-written
+                staged.write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": _ROOT_ATTRIBUTES}))
         final = self.path / state.name
         with replacing(final) as staged:
             _write_group(staged, state)
@@ -244,8 +247,8 @@ class CheckpointStore:
         """The newest intact checkpoint, or None when the directory holds none.
 
         Damaged checkpoints are skipped, each with a warning, for the newest intact one
-        before them; nothing on disk is changed. With ``run``, the newest checkpoint's
-        run description must equal it (checked before any array is read).
+        before them; nothing on disk is changed. With ``run``, the run description of
+        the checkpoint must equal it (checked before its arrays are read).
 
         Raises
         ------
@@ -414,6 +417,8 @@ def read_document(directory: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{where} is damaged: its contents do not match their CRC32C checksum; the checkpoint cannot be used"
         )
+    if not isinstance(document.get("run"), dict) or not isinstance(document.get("arrays"), dict):
+        raise CheckpointError(f"{where} has no run description or array list; it is not a bptdask checkpoint")
     return document
 
 
