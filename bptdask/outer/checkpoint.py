@@ -57,6 +57,7 @@ from zarr.storage import LocalStore
 from bptdask._typing import Params
 from bptdask.atomic import replacing
 from bptdask.errors import CheckpointError, ConfigurationError
+from bptdask.model import Sequential
 from bptdask.outer.run_config import RunConfig
 from bptdask.report import MERGE_COLUMNS, CheckpointStatus, Evaluation, MergeLog
 from bptdask.validation import check_integer
@@ -248,7 +249,8 @@ class CheckpointStore:
 
         Damaged checkpoints are skipped, each with a warning, for the newest intact one
         before them; nothing on disk is changed. With ``run``, the run description of
-        the checkpoint must equal it (checked before its arrays are read).
+        the checkpoint must equal it, and its weights must have the shapes of the run's
+        architecture (both checked before its arrays are read).
 
         Raises
         ------
@@ -257,6 +259,7 @@ class CheckpointStore:
             another run.
         """
         names = self.names()
+        shapes = None if run is None else Sequential.from_config(run["architecture"]).param_shapes()
         damaged = []
         for name in reversed(names):
             try:
@@ -267,7 +270,7 @@ class CheckpointStore:
             if run is not None:
                 check_same_run(document["run"], run, self.path)
             try:
-                state = read_state(self.path / name, document)
+                state = read_state(self.path / name, document, shapes=shapes)
             except CheckpointError as exc:
                 damaged.append(str(exc))
                 continue
@@ -422,8 +425,13 @@ def read_document(directory: Path) -> dict[str, Any]:
     return document
 
 
-def read_state(directory: Path, document: dict[str, Any]) -> CheckpointState:
+def read_state(
+    directory: Path, document: dict[str, Any], *, shapes: dict[str, tuple[int, ...]] | None = None
+) -> CheckpointState:
     """The checkpoint in ``directory`` whose checked document is ``document``, every array verified.
+
+    ``shapes``, when given, are the weights the model needs (name -> shape); the
+    document must list exactly those before any array is read.
 
     Raises
     ------
@@ -436,6 +444,8 @@ def read_state(directory: Path, document: dict[str, Any]) -> CheckpointState:
         if unknown or "merges" not in document["arrays"]:
             listed = unknown or "no merge log"
             raise CheckpointError(f"{directory}: its header lists {listed}; it is not a bptdask checkpoint")
+        if shapes is not None:
+            _check_param_shapes(document["arrays"], shapes, directory)
         arrays = {name: _read_numeric(group, directory, name, spec) for name, spec in document["arrays"].items()}
         params = {name.removeprefix("params/"): value for name, value in arrays.items() if name.startswith("params/")}
         workers, columns = document["merge_workers"], document["merge_columns"]
@@ -464,6 +474,17 @@ def read_state(directory: Path, document: dict[str, Any]) -> CheckpointState:
         raise CheckpointError(
             f"{directory}: the checkpoint is incomplete or malformed ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _check_param_shapes(arrays: dict[str, Any], shapes: dict[str, tuple[int, ...]], directory: Path) -> None:
+    """Raise CheckpointError unless the header's weights ``arrays`` have exactly the names and ``shapes`` given."""
+    stored = {name.removeprefix("params/"): tuple(spec["shape"]) for name, spec in arrays.items() if name != "merges"}
+    if stored != {name: tuple(shape) for name, shape in shapes.items()}:
+        wrong = sorted(name for name in {*stored, *shapes} if stored.get(name) != shapes.get(name))
+        raise CheckpointError(
+            f"{directory}: its weights {wrong} do not have the shapes of its model's architecture; the checkpoint "
+            "is damaged or was changed"
+        )
 
 
 def _read_numeric(group: zarr.Group, directory: Path, name: str, spec: dict[str, Any]) -> np.ndarray:

@@ -257,6 +257,16 @@ def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(two_checkpoi
     assert files_of(store.path) == before
 
 
+def test_weights_that_do_not_fit_the_architecture_are_refused_before_they_are_read(two_checkpoints):
+    store, _, _ = two_checkpoints
+    store.write(dataclasses.replace(checkpoint(5), params={"1.weight": np.ones((3, 17)), "1.bias": np.ones(3)}))
+    before = files_of(store.path)
+    with pytest.warns(RuntimeWarning, match=r"\['1.weight'\] do not have the shapes of its model's architecture"):
+        _, resume, _ = resume_run(store.path, CONFIG, RUN)
+    assert resume.version == 4
+    assert files_of(store.path) == before
+
+
 def test_a_drawn_seed_resumes_with_the_checkpoints_seed(two_checkpoints):
     store, _, _ = two_checkpoints
     drawn = describe_run(CONFIG.replace(seed=9), MODEL.to_config(), [40, 40], mean=[0.5], std=[0.25], seed_fixed=False)

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import zarr
 
+from bptdask import Sequential
 from bptdask.errors import CheckpointError, ConfigurationError
+from bptdask.layers import Dense, Flatten
 from bptdask.outer.checkpoint import (
     CheckpointState,
     CheckpointStore,
@@ -25,11 +27,12 @@ from bptdask.outer.checkpoint import (
 from bptdask.outer.run_config import RunConfig, describe_run
 from bptdask.report import Evaluation, MergeLog, MergeRecord
 
-RUN = {"architecture": {"layers": []}, "settings": {"epochs": 3}, "chunk_sizes": [40] * 10}
+ARCHITECTURE = Sequential([Flatten(), Dense(2)], input_shape=(3, 1, 1)).to_config()
+RUN = {"architecture": ARCHITECTURE, "settings": {"epochs": 3}, "chunk_sizes": [40] * 10}
 
 
 def state(version=3, generation=0):
-    params = {"0.weight": np.arange(6, dtype=np.float32).reshape(2, 3) + version, "0.bias": np.ones(2, np.float64)}
+    params = {"1.weight": np.arange(6, dtype=np.float32).reshape(2, 3) + version, "1.bias": np.ones(2, np.float64)}
     merges = MergeLog(
         MergeRecord(f"tcp://127.0.0.1:{v % 2}", 0, v, 1, 0.5, v - 1, v, 40, 0.25, 1.5 + v)
         for v in range(1, version + 1)
@@ -78,7 +81,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_current(tmp_path):
     store = CheckpointStore(tmp_path)
     store.write(state(3))
     broken = state(4)
-    broken.params["0.bias"] = object()  # cannot be stored: the write fails half-way
+    broken.params["1.bias"] = object()  # cannot be stored: the write fails half-way
     with pytest.raises(ValueError):  # noqa: PT011 (whichever message Zarr gives)
         store.write(broken)
     assert store.names() == ["g0000-v000000000003"]
@@ -119,7 +122,7 @@ def test_loading_refuses_a_pickled_array_without_running_it(tmp_path):
     """A checkpoint whose weight is a Zarr v2 object array with a pickle filter is refused unread."""
     directory = CheckpointStore(tmp_path / "ckpt").write(state())
     marker = tmp_path / "ran"
-    target = directory / "params" / "0.bias"
+    target = directory / "params" / "1.bias"
     shutil.rmtree(target)
     target.mkdir()
     header = {
@@ -150,7 +153,7 @@ def test_loading_refuses_a_pickled_array_without_running_it(tmp_path):
 )
 def test_loading_refuses_codecs_bptdask_never_writes(tmp_path, codec, message):
     directory = CheckpointStore(tmp_path).write(state())
-    meta_path = directory / "params" / "0.weight" / "zarr.json"
+    meta_path = directory / "params" / "1.weight" / "zarr.json"
     meta = json.loads(meta_path.read_text())
     meta["codecs"].append(codec)
     meta_path.write_text(json.dumps(meta))
@@ -162,10 +165,10 @@ def test_loading_refuses_codecs_bptdask_never_writes(tmp_path, codec, message):
 def test_loading_refuses_arrays_of_other_dtypes_and_shapes(tmp_path):
     directory = CheckpointStore(tmp_path).write(state())
     group = zarr.open_group(str(directory), mode="a")
-    group.create_array("params/0.bias", shape=(2,), dtype="<U4", overwrite=True)
+    group.create_array("params/1.bias", shape=(2,), dtype="<U4", overwrite=True)
     with pytest.raises(CheckpointError, match=r"has dtype .*only numeric arrays are read"):
         load_checkpoint(directory)
-    group.create_array("params/0.bias", shape=(3,), dtype="float64", overwrite=True)
+    group.create_array("params/1.bias", shape=(3,), dtype="float64", overwrite=True)
     with pytest.raises(CheckpointError, match=r"has shape \(3,\) .*its header says shape \(2,\)"):
         load_checkpoint(directory)
 
@@ -182,7 +185,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     store = CheckpointStore(tmp_path)
     store.write(state(3))
     newest = store.write(state(4))
-    os.remove(newest / "params" / "0.weight" / "zarr.json")
+    os.remove(newest / "params" / "1.weight" / "zarr.json")
     with pytest.warns(RuntimeWarning, match="skipping a damaged checkpoint: .*g0000-v000000000004"):
         assert store.latest().version == 3
 
@@ -201,7 +204,7 @@ def test_the_writer_checkpoints_when_due_and_records_a_failed_write(tmp_path, ba
     writer.write(state(12))
     assert taken[0] == 5 and writer.status.written == len(taken) + 1 and writer.status.version == 12
     broken = state(13)
-    broken.params["0.bias"] = object()
+    broken.params["1.bias"] = object()
     with pytest.warns(RuntimeWarning, match="checkpoint of version 13 failed"):
         assert writer.write(broken) is None
     assert len(writer.status.errors) == 1 and writer.store.latest().version == 12
@@ -209,7 +212,7 @@ def test_the_writer_checkpoints_when_due_and_records_a_failed_write(tmp_path, ba
 
 def test_a_resume_takes_the_newest_checkpoint_of_the_same_run_and_its_seed(tmp_path):
     config = RunConfig(epochs=3, seed=1)
-    run = describe_run(config, {"layers": []}, [40] * 10)
+    run = describe_run(config, ARCHITECTURE, [40] * 10)
     assert resume_run(None, config, run) == (None, None, config)
     store, resume, fresh = resume_run(tmp_path, config, run)
     assert resume is None and fresh == config and store.path == tmp_path.resolve()
@@ -220,13 +223,13 @@ def test_a_resume_takes_the_newest_checkpoint_of_the_same_run_and_its_seed(tmp_p
 
 def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path):
     config = RunConfig(epochs=3)
-    CheckpointStore(tmp_path).write(dataclasses.replace(state(5), run=describe_run(config, {"layers": []}, [40] * 10)))
-    other = describe_run(config.replace(lr=0.1), {"layers": []}, [40] * 10)
+    CheckpointStore(tmp_path).write(dataclasses.replace(state(5), run=describe_run(config, ARCHITECTURE, [40] * 10)))
+    other = describe_run(config.replace(lr=0.1), ARCHITECTURE, [40] * 10)
     differs = r"its settings \(lr\) differ from this fit's \(lr: 0.05 in the checkpoint, 0.1 now\)"
     with pytest.raises(CheckpointError, match=differs):
         resume_run(tmp_path, config, other)
     with pytest.raises(CheckpointError, match="its chunk_sizes differ"):
-        resume_run(tmp_path, config, describe_run(config, {"layers": []}, [40] * 9))
+        resume_run(tmp_path, config, describe_run(config, ARCHITECTURE, [40] * 9))
 
 
 def test_a_checkpoint_of_an_older_format_is_refused_with_the_fix(tmp_path):
