@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -511,6 +512,8 @@ def _read_numeric(group: zarr.Group, directory: Path, name: str, spec: dict[str,
             f"{where} has shape {tuple(array.shape)} and dtype {np.dtype(array.dtype).str}, its header says shape "
             f"{tuple(spec['shape'])} and dtype {spec['dtype']}; the checkpoint is damaged"
         )
+    if math.prod(array.chunks) > max(1, math.prod(array.shape)):
+        raise CheckpointError(f"{where} has chunks {array.chunks} larger than its shape {array.shape}; refusing it")
     missing = array.nchunks - array.nchunks_initialized
     if missing:
         raise CheckpointError(f"{where} is damaged: {missing} of its {array.nchunks} chunks are missing (deleted)")

@@ -185,6 +185,18 @@ def test_an_empty_newest_checkpoint_directory_is_skipped(two_checkpoints):
     assert files_of(store.path) == before and (store.path / "g0000-v000000000009").is_dir()
 
 
+def test_a_crafted_chunk_shape_is_refused_before_it_is_allocated(two_checkpoints):
+    store, _, newer = two_checkpoints
+    meta_path = newer / "params" / "1.bias" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["chunk_grid"]["configuration"]["chunk_shape"] = [10**9]  # 4 GB for a 3-value array
+    meta_path.write_text(json.dumps(meta))
+    before = files_of(store.path)
+    with pytest.raises(CheckpointError, match=r"1.bias has chunks \(1000000000,\) larger than its shape \(3,\)"):
+        load_checkpoint(newer)
+    assert files_of(store.path) == before
+
+
 def test_when_no_checkpoint_is_intact_resume_fails_and_deletes_nothing(two_checkpoints):
     store, older, newer = two_checkpoints
     weight_chunk(older).unlink()
