@@ -119,3 +119,18 @@ def test_saved_file_is_a_plain_zip_of_arrays(saved):
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     assert f"{HEADER_KEY}.npy" in names and "param/0.weight.npy" in names
+
+
+def test_a_format_1_file_without_checksums_still_loads(saved):
+    _, params, path = saved
+    _rewrite_header(path, lambda h: (h.pop("checksums"), h.update(version=1)))
+    loaded = load_model(path)
+    for name in params:
+        np.testing.assert_array_equal(loaded.params[name], params[name])
+
+
+def test_a_format_2_file_must_list_every_checksum(saved):
+    _, _, path = saved
+    _rewrite_header(path, lambda h: h["checksums"].pop("0.weight"))
+    with pytest.raises(ModelFileError, match="checksums do not list every parameter"):
+        load_model(path)
