@@ -96,6 +96,19 @@ def check_open(client: Client) -> None:
         )
 
 
+def memory_kills(client: Client, *, since: float) -> dict[str, int]:
+    """Workers their Nanny killed for exceeding the memory limit after time ``since`` (``time.time()``).
+
+    Returns
+    -------
+    dict
+        Worker address -> its resident memory in bytes when it was killed, from the
+        scheduler's ``worker-restart-memory`` events.
+    """
+    events = client.get_events("worker-restart-memory")
+    return {event["worker"]: int(event["rss"]) for stamp, event in events if stamp >= since}
+
+
 def worker_addresses(client: Client) -> list[str]:
     """The addresses of the cluster's workers now, sorted, asked of the scheduler.
 

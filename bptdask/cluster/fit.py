@@ -7,25 +7,29 @@ then one task pinned to each worker that trains parts against it; the workers re
 the chunks through Dask or read them from the dataset's store
 (:mod:`~bptdask.cluster.chunks`). The supervisor (:mod:`~bptdask.cluster.supervise`)
 watches them until the run ends, and the fit's chunks are released from the cluster
-however it ends.
+however it ends. A fit that fails says what went wrong on the cluster: the client or
+its cluster closed, a worker killed for memory, the error a training task raised on
+its worker, or the coordinator's worker gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 
 import numpy as np
-from distributed import Client
+from distributed import Client, KilledWorker
 
 from bptdask._typing import Params
 from bptdask.cluster.chunks import TrainingChunks, dataset_chunks
+from bptdask.cluster.connect import check_open, memory_kills, worker_addresses
 from bptdask.cluster.preflight import START_TIMEOUT, preflight, wait_for_workers
 from bptdask.cluster.reader import forget_cache
 from bptdask.cluster.supervise import Shell
 from bptdask.data import Dataset
-from bptdask.errors import ConfigurationError
+from bptdask.errors import BptDaskError, ClusterTrainingError, ConfigurationError
 from bptdask.model import Sequential
 from bptdask.outer.checkpoint import resume_run
 from bptdask.outer.run_config import RunConfig, describe_run
@@ -102,7 +106,12 @@ def fit_on_cluster(
         Updates held NaN/inf ``config.max_invalid`` times in a row; the last good
         checkpoint is kept.
     ClusterTrainingError
-        Every worker was lost, the coordinator was lost without a checkpoint, or a timeout.
+        Every worker was lost, the coordinator was lost without a checkpoint, a timeout,
+        or the client or its cluster was closed; the message names the cause found on
+        the cluster (a worker killed for memory, the coordinator's worker gone).
+    BptDaskError
+        The bptdask error a training task raised on its worker (a damaged chunk, say),
+        of the same class, its message prefixed with the worker.
     CheckpointError
         ``checkpoint`` holds a checkpoint of another run (model, settings, seed, data),
         or checkpoints none of which is intact.
@@ -112,6 +121,8 @@ def fit_on_cluster(
     """
     if target_accuracy is not None and evaluate is None:
         raise ConfigurationError("target_accuracy needs evaluate (a function scoring the weights); pass both")
+    check_open(client)
+    started, shell = time.time(), None
     present = wait_for_workers(client, check_integer("min_workers", min_workers, minimum=1), timeout=start_timeout)
     chunks = data if isinstance(data, TrainingChunks) else dataset_chunks(client, data)
     try:
@@ -135,7 +146,71 @@ def fit_on_cluster(
         initial = {name: np.asarray(value) for name, value in params.items()}
         shell = Shell(client, chunks, model, initial, config, run, store=store, evaluate=evaluate, on_epoch=on_epoch)
         return shell.run(state)
+    except Exception as exc:
+        cause = _cause_on_the_cluster(client, exc, shell, since=started)
+        if cause is None:
+            raise
+        raise cause from exc
     finally:
-        chunks.release(client)
-        with contextlib.suppress(Exception):  # a worker that left has no cache to drop
-            client.run(forget_cache, chunks.source.token)
+        if _reachable(client):  # a closed client has nothing left to release
+            chunks.release(client)
+            with contextlib.suppress(Exception):  # a worker that left has no cache to drop
+                client.run(forget_cache, chunks.source.token)
+
+
+def _reachable(client: Client) -> bool:
+    """Whether ``client`` is open and its scheduler answers."""
+    try:
+        check_open(client)
+        worker_addresses(client)
+    except Exception:  # closed, or the scheduler is gone: whatever the comm layer raises
+        return False
+    return True
+
+
+def _lost(error: BaseException) -> bool:
+    """Whether a training task's ``error`` says only that it lost its worker or coordinator, not why."""
+    return isinstance(error, (KilledWorker, ClusterTrainingError))
+
+
+def _cause_on_the_cluster(client: Client, error: Exception, shell: Shell | None, *, since: float) -> Exception | None:
+    """The error to raise instead of ``error``, naming what went wrong on the cluster; None keeps ``error``.
+
+    Looked for in this order: the client or its cluster was closed; a Nanny killed a
+    worker for exceeding its memory limit after ``since`` (``time.time()``); a training
+    task raised an error on its worker (a bptdask error keeps its class); every worker
+    left; the worker holding the coordinator left the cluster.
+    """
+    if not _reachable(client):
+        return ClusterTrainingError(
+            f"the Dask client or its cluster was closed while the fit ran ({type(error).__name__}: {error}); "
+            "keep both open until fit returns, and start a new cluster to train again"
+        )
+    if not isinstance(error, ClusterTrainingError):
+        return None
+    killed = memory_kills(client, since=since)
+    if killed:
+        address, rss = next(iter(killed.items()))
+        return ClusterTrainingError(
+            f"worker {address} was killed by its Nanny for exceeding its memory limit ({rss / 2**20:.0f} MiB in use), "
+            f"so {error}; give the workers more memory (the cluster's memory_limit) or use a smaller batch_size"
+        )
+    raised = [] if shell is None else [item for item in shell.task_errors.items() if not _lost(item[1])]
+    if raised:
+        name, first = raised[0]
+        if isinstance(first, BptDaskError):
+            return type(first)(f"on worker {name}: {first}")
+        return ClusterTrainingError(
+            f"training raised {type(first).__name__} on worker {name}: {first}; "
+            "fix that on the workers (their logs hold the traceback), then fit again"
+        )
+    home = None if shell is None or shell.generation is None else shell.generation.home
+    present = worker_addresses(client)
+    if home is not None and not present:
+        return ClusterTrainingError(
+            f"every worker left the cluster while the fit ran, {home} with the coordinator among them (was the "
+            "cluster closed or scaled down?); keep the workers running until fit returns"
+        )
+    if home is not None and home not in present:
+        return ClusterTrainingError(f"worker {home}, which held the coordinator, died or left the cluster: {error}")
+    return None
