@@ -133,9 +133,9 @@ def load_model(path: str | os.PathLike) -> SavedModel:
             model = _model_of(header, path)
             checksums = header.get("checksums") if header.get("version", 1) >= 2 else None
             params = _read_params(archive, entries, model, checksums, path)
+    except ModelFileError:
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, (ModelFileError, FileNotFoundError)):
-            raise
         raise ModelFileError(
             f"{path} is truncated or not a bptdask model file ({type(exc).__name__}: {exc}); "
             "save the model again or check the path"
@@ -238,7 +238,7 @@ def _model_of(header: dict[str, Any], path: Path) -> Sequential:
     """The model the header describes, rebuilt from known layer types only."""
     try:
         return Sequential.from_config(header["architecture"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise ModelFileError(f"{path}: the stored architecture cannot be rebuilt ({exc}); save it again") from None
 
 

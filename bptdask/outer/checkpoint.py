@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import shutil
@@ -512,7 +511,7 @@ def _read_numeric(group: zarr.Group, directory: Path, name: str, spec: dict[str,
             f"{where} has shape {tuple(array.shape)} and dtype {np.dtype(array.dtype).str}, its header says shape "
             f"{tuple(spec['shape'])} and dtype {spec['dtype']}; the checkpoint is damaged"
         )
-    if math.prod(array.chunks) > max(1, math.prod(array.shape)):
+    if any(chunk > max(1, size) for chunk, size in zip(array.chunks, array.shape, strict=True)):
         raise CheckpointError(f"{where} has chunks {array.chunks} larger than its shape {array.shape}; refusing it")
     missing = array.nchunks - array.nchunks_initialized
     if missing:
