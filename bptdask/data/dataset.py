@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from bptdask.data.format import (
     parse_attrs,
     read_attrs,
 )
+from bptdask.data.frames import oversized_chunks
 from bptdask.data.location import Location, PathOrStore, open_group, partial_paths, resolve, store_errors
 from bptdask.errors import (
     ConfigurationError,
@@ -364,6 +366,20 @@ class Dataset:
                 "loaded then; open it again with open_dataset"
             )
 
+    def _check_declared_sizes(self, array: zarr.Array, name: str, start: int, stop: int) -> None:
+        """Raise CorruptChunkError if a chunk holding samples ``start..stop-1`` would decode to another size."""
+        unit = array.chunks[0]
+        with store_errors(self.location):
+            wrong = oversized_chunks(array, start // unit, (stop - 1) // unit)
+        if wrong:
+            index, declared = next(iter(wrong.items()))
+            size = math.prod(array.chunks) * array.dtype.itemsize
+            claim = "no decoded size" if declared is None else f"{declared} decoded bytes"
+            raise CorruptChunkError(
+                f"{self.location}: chunk {index} of {name!r} declares {claim}, but a chunk holds {size}; "
+                "refusing to decode it; re-ingest the dataset with overwrite=True"
+            )
+
     def _check_stored(self, array: zarr.Array, name: str, start_chunk: int, stop_chunk: int) -> None:
         """Raise CorruptChunkError if a chunk (or shard) of ``array`` in the range is not stored.
 
@@ -393,6 +409,7 @@ class Dataset:
         return self._read_range(array, name, 0, len(self))
 
     def _read_range(self, array: zarr.Array, name: str, start: int, stop: int) -> np.ndarray:
+        self._check_declared_sizes(array, name, start, stop)
         try:
             return array[start:stop]
         except OSError as exc:

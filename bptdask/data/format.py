@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
 from bptdask.errors import (
     ConfigurationError,
@@ -202,12 +202,13 @@ def check_arrays(group: zarr.Group, where: str) -> dict[str, zarr.Array]:
     """The ``images``, ``labels`` and ``split`` arrays of ``group``, checked for the format.
 
     Checks presence, dtypes, ranks, equal lengths, chunking along the sample axis only
-    with one chunk size (and one shard size) for all three, and that every chunk exists.
+    with one chunk size (and one shard size) for all three, the codecs, sizes that
+    fit in memory (:func:`check_sizes`), and that every chunk exists.
 
     Raises
     ------
     DatasetFormatError
-        On a missing array or a wrong dtype, shape or chunking.
+        On a missing array or a wrong dtype, shape, chunking, codec or size.
     CorruptChunkError
         When stored chunks are missing.
     """
@@ -253,6 +254,8 @@ def check_arrays(group: zarr.Group, where: str) -> dict[str, zarr.Array]:
             f"{where}: the arrays are chunked differently along samples (chunk/shard: {described}); "
             "they must share one chunking; re-ingest it"
         )
+    for name, array in arrays.items():
+        check_codecs(array, name, where)
     check_sizes(arrays, where)
     for name, array in arrays.items():
         # A partial last shard counts as a whole one, so a complete array may report more.
@@ -263,6 +266,20 @@ def check_arrays(group: zarr.Group, where: str) -> dict[str, zarr.Array]:
                 "(deleted or never written); re-ingest the dataset with overwrite=True"
             )
     return arrays
+
+
+def check_codecs(array: zarr.Array, name: str, where: str) -> None:
+    """Raise DatasetFormatError unless ``array`` is stored with the format's codecs (bytes, zstd, CRC32C).
+
+    Readers check each chunk's zstd header before decoding it (:mod:`bptdask.data.frames`),
+    which only bounds memory when zstd is the one decompressor.
+    """
+    codecs = (type(array.serializer), *(type(codec) for codec in (*array.filters, *array.compressors)))
+    if codecs != (BytesCodec, ZstdCodec, Crc32cCodec):
+        raise DatasetFormatError(
+            f"{where}: {name!r} is stored with codecs {[c.__name__ for c in codecs]}, the format uses "
+            "BytesCodec, ZstdCodec and Crc32cCodec; re-ingest it with bptdask.ingest"
+        )
 
 
 def check_sizes(arrays: Mapping[str, zarr.Array], where: str) -> None:

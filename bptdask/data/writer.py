@@ -39,7 +39,7 @@ from bptdask.data.format import (
 )
 from bptdask.data.location import Location
 from bptdask.data.split import draw_test_mask, num_test_samples
-from bptdask.errors import ConfigurationError, DataError
+from bptdask.errors import BptDaskError, ConfigurationError, DataError, DatasetError
 from bptdask.validation import check_integer
 
 
@@ -272,6 +272,8 @@ def write_dataset(
         bptdask dataset (never deleted).
     DatasetBusyError
         When another ingest is writing the same path.
+    DatasetError
+        When writing fails (a full disk, permissions); the target keeps what it held.
     DataError
         When a label is negative or has no class name (found while writing a lazy
         source; the partial dataset is discarded and an existing one kept).
@@ -320,8 +322,13 @@ def write_dataset(
             ingest_id=token,
         )
         draft.commit(group, {ATTRS_KEY: final.to_json()})
-    except BaseException:
+    except BaseException as exc:
         _GATE.close(token)
         draft.abort()
+        if isinstance(exc, OSError) and not isinstance(exc, BptDaskError):
+            raise DatasetError(
+                f"writing {location} failed ({type(exc).__name__}: {exc}); free some space or fix the "
+                "permissions, or choose another path"
+            ) from exc
         raise
     return Dataset(location)

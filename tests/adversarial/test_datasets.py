@@ -30,9 +30,11 @@ from pathlib import Path
 
 import dask
 import dask.array as da
+import google_crc32c
 import numpy as np
 import pytest
 import zarr
+from numcodecs import Zstd
 from zarr.storage import LocalStore
 
 import bptdask
@@ -44,6 +46,7 @@ from bptdask.errors import (
     DataError,
     DatasetBusyError,
     DatasetChangedError,
+    DatasetError,
     DatasetExistsError,
     DatasetFormatError,
     DatasetNotFoundError,
@@ -233,6 +236,86 @@ def test_a_crash_after_the_commit_renames_leaves_nothing_behind_the_next_ingest(
     shutil.copytree(stored, leftover)
     ingest(IMAGES[:30], LABELS[:30], stored, chunk_size=10, overwrite=True)
     assert not leftover.exists() and len(open_dataset(stored)) == 30
+
+
+def _run_without_dac_override(code: str) -> subprocess.CompletedProcess:
+    """Run Python ``code`` in a subprocess without CAP_DAC_OVERRIDE, so file modes apply even to root."""
+    if shutil.which("capsh") is None:
+        pytest.skip("capsh is not installed: cannot drop CAP_DAC_OVERRIDE")
+    command = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", 'exec "$0" "$1" "$2"']
+    return subprocess.run(
+        [*command, sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """``read_only(directory)`` takes write permission away from ``directory`` until the test ends."""
+    locked = []
+
+    def lock(directory: Path) -> None:
+        directory.chmod(0o555)
+        locked.append(directory)
+
+    yield lock
+    for directory in locked:
+        directory.chmod(0o755)
+
+
+_INGEST_AND_REPORT = """
+    import numpy as np
+    from bptdask.data import ingest, open_dataset
+    from bptdask.errors import DatasetError
+    try:
+        {call}
+    except DatasetError as exc:
+        print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ingest_into_a_read_only_directory_is_a_dataset_error_and_changes_nothing(tmp_path, stored, read_only):
+    read_only(tmp_path)
+    before = snapshot(tmp_path)
+    call = f"ingest(np.zeros((20, 1, 4, 4), np.uint8), np.arange(20) % 2, {str(stored)!r}, overwrite=True)"
+    done = _run_without_dac_override(_INGEST_AND_REPORT.format(call=call))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("DatasetError cannot write") and "Permission denied" in done.stdout, done.stdout
+    _assert_unchanged(tmp_path, before)
+
+
+@pytest.mark.timeout(120)
+def test_a_crashed_replacement_that_cannot_be_moved_back_names_where_the_dataset_is(tmp_path, stored, read_only):
+    aside = _crash_between_renames(stored)
+    read_only(tmp_path)
+    before = snapshot(tmp_path)
+    done = _run_without_dac_override(_INGEST_AND_REPORT.format(call=f"open_dataset({str(stored)!r})"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("IncompleteDatasetError"), done.stdout
+    assert str(aside) in done.stdout and "rename that directory back yourself" in done.stdout
+    _assert_unchanged(tmp_path, before)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs, unmounted afterwards (skipped where mounting is not permitted)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.timeout(120)
+def test_a_full_disk_is_a_dataset_error_and_the_old_dataset_survives(small_disk):
+    ingest(IMAGES, LABELS, small_disk / "data.zarr", chunk_size=10)
+    before = snapshot(small_disk)
+    noise = RNG.integers(0, 256, size=(400, 3, 32, 32), dtype=np.uint8)
+    with pytest.raises(DatasetError, match=r"writing dataset .*data\.zarr' failed \(OSError: .*No space left"):
+        ingest(noise, np.arange(400) % 10, small_disk / "data.zarr", chunk_size=50, overwrite=True)
+    _assert_unchanged(small_disk, before)
 
 
 # ------------------------------------------------------------------ data changing under an open dataset
@@ -488,6 +571,56 @@ def test_crafted_huge_shapes_are_refused_before_allocating(tmp_path, stored, cla
         _claim(stored, member, shape, chunks)
     before = snapshot(tmp_path)
     with pytest.raises(DatasetFormatError, match=message):
+        open_dataset(stored)
+    _assert_unchanged(tmp_path, before)
+
+
+def _bomb(declared: int) -> bytes:
+    """A zstd frame of ``declared`` zero bytes (a few kilobytes) and its valid CRC32C, as a crafter writes it."""
+    frame = Zstd(level=1).encode(bytes(declared))
+    return frame + google_crc32c.value(frame).to_bytes(4, "little")
+
+
+@pytest.mark.timeout(60)
+def test_a_chunk_declaring_a_huge_decoded_size_is_refused_before_decoding(tmp_path, stored):
+    (stored / "images" / "c" / "1" / "0" / "0" / "0").write_bytes(_bomb(2**26))
+    dataset = open_dataset(stored)
+    before = snapshot(tmp_path)
+    with pytest.raises(CorruptChunkError, match=r"chunk 1 of 'images' declares 67108864 decoded bytes, but a chunk"):
+        dataset.read(0, 3)
+    _assert_unchanged(tmp_path, before)
+    (stored / "labels" / "c" / "4").write_bytes(_bomb(2**26))
+    before = snapshot(tmp_path)
+    with pytest.raises(CorruptChunkError, match=r"chunk 4 of 'labels' declares 67108864 decoded bytes"):
+        open_dataset(stored)
+    _assert_unchanged(tmp_path, before)
+
+
+@pytest.mark.timeout(60)
+def test_a_sharded_chunk_declaring_a_huge_decoded_size_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "sharded.zarr"
+    ingest(IMAGES, LABELS, path, chunk_size=10, shard_size=30)
+    body = _bomb(2**26)
+    entries = np.full((3, 2), 2**64 - 1, dtype="<u8")
+    entries[1] = (0, len(body))
+    index = entries.tobytes()
+    (path / "images" / "c" / "1" / "0" / "0" / "0").write_bytes(
+        body + index + google_crc32c.value(index).to_bytes(4, "little")
+    )
+    dataset = open_dataset(path)
+    before = snapshot(tmp_path)
+    with pytest.raises(CorruptChunkError, match=r"chunk 4 of 'images' declares 67108864 decoded bytes"):
+        dataset.read(3, 6)
+    _assert_unchanged(tmp_path, before)
+
+
+def test_arrays_stored_with_other_codecs_are_refused(tmp_path, stored):
+    meta_path = stored / "images" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["codecs"] = [meta["codecs"][0], {"name": "gzip", "configuration": {"level": 1}}]
+    meta_path.write_text(json.dumps(meta))
+    before = snapshot(tmp_path)
+    with pytest.raises(DatasetFormatError, match=r"'images' is stored with codecs \['BytesCodec', 'GzipCodec'\]"):
         open_dataset(stored)
     _assert_unchanged(tmp_path, before)
 

@@ -40,10 +40,10 @@ def test_ingest_files(tmp_path, mnist, write_idx, write_png_folder, capsys):
     assert capsys.readouterr().out.count("wrote ") == 3
 
 
-def test_errors_exit_2_and_name_the_fix(tmp_path, capsys):
+def test_errors_exit_with_the_status_of_their_kind_and_name_the_fix(tmp_path, capsys):
     out = str(tmp_path / "d.zarr")
     assert main(["ingest", "digits", out, "--no-progress"]) == 0
-    assert main(["ingest", "digits", out, "--no-progress"]) == 2
+    assert main(["ingest", "digits", out, "--no-progress"]) == 3, "an unusable output path"
     assert "already exists; pass overwrite=True" in capsys.readouterr().err
     assert main(["ingest", "digits", out, "--no-progress", "--overwrite", "--shard-size", "1000"]) == 2
     assert "shard_size 1000 is not a multiple of chunk_size 1024" in capsys.readouterr().err
