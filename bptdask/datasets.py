@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import numbers
 
 import numpy as np
 
@@ -89,13 +90,16 @@ def split(images: np.ndarray, labels: np.ndarray, *, test_size: int, train_size:
     (X_train, y_train), (X_test, y_test)
     """
     n = len(labels)
-    if not 0 < test_size < n:
-        raise ConfigurationError(f"test_size must be between 1 and {n - 1} for {n} samples, got {test_size}")
+    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Integral) or not 0 < test_size < n:
+        raise ConfigurationError(
+            f"test_size must be a sample count between 1 and {n - 1} for {n} samples, got {test_size!r}"
+        )
     available = n - test_size
     train_size = available if train_size is None else train_size
-    if not 0 < train_size <= available:
+    if isinstance(train_size, bool) or not isinstance(train_size, numbers.Integral) or not 0 < train_size <= available:
         raise ConfigurationError(
-            f"train_size must be between 1 and {available} ({n} samples minus test_size {test_size}), got {train_size}"
+            f"train_size must be a sample count between 1 and {available} ({n} samples minus test_size "
+            f"{test_size}), got {train_size!r}"
         )
     test = slice(available, n)
     return (images[:train_size], labels[:train_size]), (images[test], labels[test])

@@ -59,8 +59,8 @@ def test_split_is_positional_and_disjoint(mnist):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"test_size": 0}, "test_size must be between 1 and 4999"),
-        ({"test_size": 1000, "train_size": 4500}, r"train_size must be between 1 and 4000"),
+        ({"test_size": 0}, "test_size must be a sample count between 1 and 4999"),
+        ({"test_size": 1000, "train_size": 4500}, r"train_size must be a sample count between 1 and 4000"),
     ],
 )
 def test_split_rejects_impossible_sizes(mnist, kwargs, message):

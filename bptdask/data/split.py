@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -20,7 +21,7 @@ def num_test_samples(num_samples: int, test_size: float | int) -> int:
         A fraction (rounded to the nearest count) or a count of test samples; at least
         one sample must stay for training.
     """
-    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real):
+    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real) or not math.isfinite(test_size):
         raise ConfigurationError(f"test_size must be a fraction in [0, 1) or a sample count, got {test_size!r}")
     if isinstance(test_size, numbers.Integral):
         count = int(test_size)

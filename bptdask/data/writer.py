@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,8 @@ from bptdask.data.format import (
     ATTRS_KEY,
     IMAGES,
     LABELS,
+    MAX_CHUNK_BYTES,
+    MAX_CHUNKS_PER_SHARD,
     SPLIT,
     TEST,
     TRAIN,
@@ -207,9 +210,20 @@ def _progress(total: int, *, description: str, enabled: bool) -> Iterator[None]:
         bar.update(total - bar.n)
 
 
-def _check_sizes(chunk_size: int, shard_size: int | None) -> int:
-    """The write unit: samples per shard, or per chunk when the arrays are not sharded."""
+def _check_sizes(chunk_size: int, shard_size: int | None, sample_shape: tuple[int, ...]) -> int:
+    """The write unit: samples per shard, or per chunk when the arrays are not sharded.
+
+    Chunks and shards must stay within what readers accept (:func:`bptdask.data.format.check_sizes`),
+    so that an ingest never replaces a dataset with one that cannot be opened.
+    """
     chunk_size = check_integer("chunk_size", chunk_size, minimum=1)
+    sample_bytes = max(math.prod(sample_shape), np.dtype(np.int64).itemsize)
+    if chunk_size * sample_bytes > MAX_CHUNK_BYTES:
+        raise ConfigurationError(
+            f"chunk_size {chunk_size} makes chunks of {chunk_size * sample_bytes / 2**30:.1f} GiB for samples "
+            f"{sample_shape}, more than the {MAX_CHUNK_BYTES / 2**30:.0f} GiB a reader decodes at once; "
+            f"use chunk_size <= {MAX_CHUNK_BYTES // sample_bytes}"
+        )
     if shard_size is None:
         return chunk_size
     shard_size = check_integer("shard_size", shard_size, minimum=1)
@@ -217,6 +231,11 @@ def _check_sizes(chunk_size: int, shard_size: int | None) -> int:
         raise ConfigurationError(
             f"shard_size {shard_size} is not a multiple of chunk_size {chunk_size}; "
             f"use e.g. shard_size={chunk_size * max(1, round(shard_size / chunk_size))}"
+        )
+    if shard_size // chunk_size > MAX_CHUNKS_PER_SHARD:
+        raise ConfigurationError(
+            f"shard_size {shard_size} puts {shard_size // chunk_size} chunks in a shard, more than the "
+            f"{MAX_CHUNKS_PER_SHARD} a reader indexes; use shard_size <= {chunk_size * MAX_CHUNKS_PER_SHARD}"
         )
     return shard_size
 
@@ -278,7 +297,7 @@ def write_dataset(
         When a label is negative or has no class name (found while writing a lazy
         source; the partial dataset is discarded and an existing one kept).
     """
-    unit = _check_sizes(chunk_size, shard_size)
+    unit = _check_sizes(chunk_size, shard_size, tuple(int(v) for v in images.shape[1:]))
     token = uuid.uuid4().hex
     num_samples = int(images.shape[0])
     is_test = draw_test_mask(num_samples, num_test_samples(num_samples, test_size), seed)

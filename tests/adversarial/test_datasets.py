@@ -641,6 +641,10 @@ def test_arrays_stored_with_other_codecs_are_refused(tmp_path, stored):
         (IMAGES, LABELS[:, None], {}, ShapeError, r"flatten it with labels\.ravel\(\)"),
         (IMAGES[:, :, :0], LABELS, {}, ShapeError, r"empty channel or spatial axis"),
         (IMAGES, LABELS, {"chunk_size": 0}, ConfigurationError, r"chunk_size"),
+        (IMAGES, LABELS, {"chunk_size": 10**9}, ConfigurationError, r"chunk_size 1000000000 makes chunks of 14\.9 GiB"),
+        (IMAGES, LABELS, {"chunk_size": 1, "shard_size": 2**21}, ConfigurationError, r"2097152 chunks in a shard"),
+        (IMAGES, LABELS, {"test_size": float("nan")}, ConfigurationError, r"test_size must be a fraction"),
+        (IMAGES, LABELS, {"test_size": float("inf")}, ConfigurationError, r"test_size must be a fraction"),
     ],
     ids=[
         "nan",
@@ -653,6 +657,10 @@ def test_arrays_stored_with_other_codecs_are_refused(tmp_path, stored):
         "2d-labels",
         "zero-height",
         "zero-chunk-size",
+        "unreadable-chunk-size",
+        "huge-shard",
+        "nan-test-size",
+        "inf-test-size",
     ],
 )
 def test_odd_arrays_are_refused_and_the_existing_dataset_survives(
@@ -662,3 +670,9 @@ def test_odd_arrays_are_refused_and_the_existing_dataset_survives(
     with pytest.raises(error, match=message):
         ingest(images, labels, stored, overwrite=True, **options)
     _assert_unchanged(tmp_path, before)
+
+
+@pytest.mark.parametrize("sizes", [{"test_size": 0.5}, {"test_size": 10, "train_size": 2.5}, {"test_size": True}])
+def test_a_packaged_split_takes_sample_counts_only(sizes):
+    with pytest.raises(ConfigurationError, match=r"must be a sample count between 1 and"):
+        bptdask.datasets.split(IMAGES, LABELS, **sizes)
