@@ -310,7 +310,7 @@ def check_sizes(arrays: Mapping[str, zarr.Array], where: str) -> None:
                 f"{MAX_CHUNKS_PER_SHARD} bptdask reads the index of; re-ingest it with a smaller shard_size"
             )
     loaded = arrays[LABELS].shape[0] * LOADED_BYTES_PER_SAMPLE
-    if loaded > _memory_bytes() // 2:
+    if loaded > machine_memory_bytes() // 2:
         raise DatasetFormatError(
             f"{where} claims {arrays[LABELS].shape[0]} samples, whose labels and split alone take "
             f"{loaded / 2**30:.1f} GiB, more than half of this machine's memory; refusing to load them; "
@@ -318,8 +318,8 @@ def check_sizes(arrays: Mapping[str, zarr.Array], where: str) -> None:
         )
 
 
-def _memory_bytes() -> int:
-    """This machine's physical memory in bytes."""
+def machine_memory_bytes() -> int:
+    """This machine's physical memory in bytes (the bound on what a reader or an ingest loads at once)."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 

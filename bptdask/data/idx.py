@@ -23,6 +23,7 @@ import numpy as np
 
 from bptdask.data.arrays import ingest
 from bptdask.data.dataset import Dataset
+from bptdask.data.format import machine_memory_bytes
 from bptdask.data.location import PathOrStore
 from bptdask.errors import SourceError
 
@@ -86,6 +87,12 @@ def read_idx_header(path: str | os.PathLike) -> IdxHeader:
             )
     except (OSError, EOFError, zlib.error) as exc:
         raise SourceError(f"cannot read IDX file {str(path)!r} ({exc}); the file is damaged, fetch it again") from exc
+    if compressed and header.nbytes > machine_memory_bytes() // 2:
+        raise SourceError(
+            f"IDX file {str(path)!r} declares shape {header.shape} ({header.nbytes / 2**30:.1f} GiB), more than half "
+            "of this machine's memory, which a compressed file is decompressed into; the file is damaged or crafted, "
+            "or decompress it first (gunzip) so that it is read lazily"
+        )
     if not compressed:
         available = path.stat().st_size - header.offset
         if available < header.nbytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from bptdask.data.arrays import ingest
 from bptdask.data.dataset import Dataset
+from bptdask.data.format import machine_memory_bytes
 from bptdask.data.location import PathOrStore
 from bptdask.errors import SourceError
 
@@ -31,6 +33,26 @@ def _choose_keys(files: list[str], images_key: str | None, labels_key: str | Non
         if key not in files:
             raise SourceError(f"{where} has no array {key!r} for {name}; it holds {sorted(files)}")
     return images_key, labels_key
+
+
+def _check_declared_size(archive: zipfile.ZipFile, key: str, where: str) -> None:
+    """Refuse the array ``key`` if its header declares more bytes than its member holds or memory allows.
+
+    Loading an array allocates what its ``.npy`` header declares before reading a byte,
+    so a crafted header is refused here, from the header alone.
+    """
+    info = archive.getinfo(f"{key}.npy" if f"{key}.npy" in archive.namelist() else key)
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > info.file_size or declared > machine_memory_bytes() // 2:
+        raise SourceError(
+            f"array {key!r} of {where} declares shape {shape} of {dtype} ({declared / 2**30:.1f} GiB), more than "
+            f"its {info.file_size} stored bytes or half of this machine's memory; the file is damaged or crafted; "
+            "write it again with numpy.savez"
+        )
 
 
 def ingest_npz(
@@ -72,14 +94,18 @@ def ingest_npz(
         raise SourceError(f"pass both images_key and labels_key or neither, got {images_key!r} and {labels_key!r}")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise SourceError(f"cannot read {where} ({exc}); write it with numpy.savez") from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise SourceError(f"{where} holds a single array, not an archive; use bptdask.ingest(images, labels)")
     with archive:
         images_key, labels_key = _choose_keys(archive.files, images_key, labels_key, where)
         try:
+            for key in (images_key, labels_key):
+                _check_declared_size(archive.zip, key, where)
             images, labels = archive[images_key], archive[labels_key]
+        except SourceError:
+            raise
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise SourceError(f"cannot read the arrays of {where} ({exc}); write it again with numpy.savez") from exc
     options.setdefault("source", f"npz:{path.name}")

@@ -17,7 +17,9 @@ deletes, changes or leaves behind anything fails. Families:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import zipfile
 from pathlib import Path
 
 import dask
@@ -38,7 +41,7 @@ from numcodecs import Zstd
 from zarr.storage import LocalStore
 
 import bptdask
-from bptdask.data import ingest, open_dataset
+from bptdask.data import ingest, ingest_idx, ingest_npz, open_dataset
 from bptdask.errors import (
     ClusterTrainingError,
     ConfigurationError,
@@ -51,6 +54,7 @@ from bptdask.errors import (
     DatasetFormatError,
     DatasetNotFoundError,
     ShapeError,
+    SourceError,
 )
 from bptdask.testing.clusters import nanny_cluster
 
@@ -264,7 +268,7 @@ def read_only(tmp_path):
 
 _INGEST_AND_REPORT = """
     import numpy as np
-    from bptdask.data import ingest, open_dataset
+    from bptdask.data import ingest, ingest_idx, ingest_npz, open_dataset
     from bptdask.errors import DatasetError
     try:
         {call}
@@ -622,6 +626,51 @@ def test_arrays_stored_with_other_codecs_are_refused(tmp_path, stored):
     before = snapshot(tmp_path)
     with pytest.raises(DatasetFormatError, match=r"'images' is stored with codecs \['BytesCodec', 'GzipCodec'\]"):
         open_dataset(stored)
+    _assert_unchanged(tmp_path, before)
+
+
+def _npz_with_header(path: Path, shape: tuple[int, ...]) -> Path:
+    """An NPZ whose ``images`` member declares ``shape`` (uint8) but holds 100 bytes."""
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    labels = io.BytesIO()
+    np.save(labels, LABELS)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("images.npy", member.getvalue() + bytes(100))
+        archive.writestr("labels.npy", labels.getvalue())
+    return path
+
+
+def _truncated_npz(path: Path) -> Path:
+    np.savez(path, images=IMAGES, labels=LABELS)
+    path.write_bytes(path.read_bytes()[:500])
+    return path
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: _npz_with_header(p, (10**11, 1, 28, 28)), r"declares shape \(100000000000, 1, 28, 28\) of uint8"),
+        (_truncated_npz, r"cannot read NPZ file .*\(File is not a zip file\)"),
+    ],
+    ids=["huge-header", "truncated"],
+)
+def test_crafted_and_damaged_npz_files_are_source_errors(tmp_path, stored, make, message):
+    source = make(tmp_path / "source.npz")
+    before = snapshot(tmp_path)
+    with pytest.raises(SourceError, match=message):
+        ingest_npz(source, stored, overwrite=True)
+    _assert_unchanged(tmp_path, before)
+
+
+@pytest.mark.timeout(60)
+def test_a_compressed_idx_file_declaring_a_huge_shape_is_refused(tmp_path, stored):
+    source = tmp_path / "images.gz"
+    source.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (10**5).to_bytes(4, "big") * 3))
+    before = snapshot(tmp_path)
+    with pytest.raises(SourceError, match=r"declares shape \(100000, 100000, 100000\) .*more than half"):
+        ingest_idx(source, source, stored, overwrite=True)
     _assert_unchanged(tmp_path, before)
 
 
