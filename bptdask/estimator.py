@@ -362,6 +362,12 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         self._run_config()
         if self.target_accuracy is not None and validation_data is None:
             raise ConfigurationError("target_accuracy needs validation_data=(X_val, y_val) in fit")
+        if validation_data is not None and (
+            not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
+        ):
+            raise ConfigurationError(
+                f"validation_data must be a pair (X_val, y_val), got {type(validation_data).__name__}; pass a tuple"
+            )
         client = self.client_
         if client is not None:
             check_open(client)

@@ -8,8 +8,8 @@ Every option, ``--output`` and ``--report`` included, is checked before training
 
 ``bptdask evaluate`` scores a saved model on a dataset's test split (``DATA``) or on a
 packaged dataset's. A model trained on a Zarr dataset knows its classes by name
-(``"0"`` .. ``"9"`` for an ingested packaged dataset); the packaged labels are matched
-to those names.
+(``"0"`` .. ``"9"`` for an ingested packaged dataset), one trained on a packaged dataset
+by integer; evaluate matches the labels to the model's kind either way.
 """
 
 from __future__ import annotations
@@ -118,11 +118,29 @@ def _training_data(args: argparse.Namespace):
         train, test = datasets.split(images, labels, test_size=args.test_size, train_size=args.train_size)
         return train, test
     dataset = open_dataset(args.data)
-    test = None
-    if dataset.chunk_sizes("test").sum():
-        X_test, y_test = dataset.read(0, dataset.num_chunks, subset="test")
-        test = (X_test, np.asarray(dataset.classes)[y_test])
-    return (dataset, None), test
+    return (dataset, None), _test_split(dataset)
+
+
+def _test_split(dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """A dataset's test split as images ``(N, C, H, W)`` and class names ``(N,)``; None when it has none."""
+    if not dataset.chunk_sizes("test").sum():
+        return None
+    X_test, y_test = dataset.read(0, dataset.num_chunks, subset="test")
+    return X_test, np.asarray(dataset.classes)[y_test]
+
+
+def _as_the_model_knows_them(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``labels`` in the kind of the model's ``classes``: digits as the names ``"0"``.. or names ``"0"``.. as digits.
+
+    A model trained on an ingested dataset knows its classes by name (a packaged dataset
+    is ingested with the names ``"0"`` .. ``"9"``), one trained on a packaged dataset by
+    integer; the same labels are matched either way. Other labels are returned as they are.
+    """
+    if classes.dtype.kind in "US" and labels.dtype.kind in "iu":
+        return labels.astype(str)
+    if classes.dtype.kind in "iu" and labels.dtype.kind in "US" and all(str(name).isdecimal() for name in labels):
+        return labels.astype(np.int64)
+    return labels
 
 
 def _check_outputs(args: argparse.Namespace, *, in_process: bool) -> None:
@@ -174,15 +192,12 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     classifier = BPTClassifier.load(args.model)
     if args.data is not None:
-        dataset = open_dataset(args.data)
-        tested = int(dataset.chunk_sizes("test").sum())
-        if not tested:
+        test = _test_split(open_dataset(args.data))
+        if test is None:
             raise ConfigurationError(f"{args.data} has no test split; ingest it again with --test-size above 0")
-        print(f"test accuracy: {classifier.score(dataset):.4f} ({tested} images)")
-        return 0
-    images, labels = datasets.load(args.dataset, random_state=args.seed)
-    _, (X_test, y_test) = datasets.split(images, labels, test_size=args.test_size)
-    if classifier.classes_.dtype.kind in "US":  # trained on an ingested dataset, whose classes are "0".."9"
-        y_test = y_test.astype(str)
+    else:
+        images, labels = datasets.load(args.dataset, random_state=args.seed)
+        _, test = datasets.split(images, labels, test_size=args.test_size)
+    X_test, y_test = test[0], _as_the_model_knows_them(test[1], classifier.classes_)
     print(f"test accuracy: {classifier.score(X_test, y_test):.4f} ({len(y_test)} images)")
     return 0

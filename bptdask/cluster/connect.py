@@ -82,13 +82,17 @@ def _client_of(scheduler: str, security) -> Client:
 
 
 def check_open(client: Client) -> None:
-    """Raise unless ``client`` is connected to its scheduler (not closed, not reconnecting).
+    """Raise unless ``client`` is a client connected to its scheduler (not closed, not reconnecting).
 
     Raises
     ------
+    ConfigurationError
+        ``client`` is not a ``distributed.Client``.
     ClusterTrainingError
         Naming the client's state and the fix.
     """
+    if not isinstance(client, Client):
+        raise ConfigurationError(f"client must be a distributed.Client or None, got {client!r}")
     if client.status != "running":
         raise ClusterTrainingError(
             f"the Dask client is {client.status}, so it cannot train (was it or its cluster closed?); "

@@ -117,6 +117,23 @@ def test_a_bad_setting_is_refused_before_training(digits, setting, value):
     assert not hasattr(classifier, "params_")
 
 
+@pytest.mark.parametrize(
+    ("options", "fit_options", "message"),
+    [
+        ({"client": "tcp://127.0.0.1:8786"}, {}, "client must be a distributed.Client or None"),
+        ({}, {"validation_data": np.zeros((5, 1, 8, 8))}, r"validation_data must be a pair \(X_val, y_val\)"),
+        ({"target_accuracy": 0.9}, {}, "target_accuracy needs validation_data"),
+    ],
+    ids=["client string", "validation array", "target without validation"],
+)
+def test_misused_fit_arguments_are_refused(digits, options, fit_options, message):
+    X, y, _ = digits
+    classifier = BPTClassifier(DIGITS_NET, epochs=1, device="cpu", **options)
+    with pytest.raises(ConfigurationError, match=message):
+        classifier.fit(X, y, **fit_options)
+    assert not hasattr(classifier, "params_")
+
+
 def test_diverging_training_in_process_stops_and_keeps_finite_weights(digits, tmp_path):
     X, y, _ = digits
     model = tmp_path / "model.npz"
@@ -326,6 +343,17 @@ def test_readme_train_then_evaluate_runs_as_a_user_would(tmp_path, capsys):
     status, out, err = run_cli(["evaluate", str(tmp_path / "m.npz"), "--dataset", "mnist-sample"], capsys)
     assert status == 3 and out == ""
     one_line_error(err, "fitted on (1, 8, 8)")
+
+
+def test_evaluate_matches_integer_labels_and_class_names_either_way(tmp_path, digits_zarr, capsys):
+    """A model trained on packaged digits (integer classes) scores on an ingested store (names "0".."9")."""
+    model = tmp_path / "packaged.npz"
+    status, out, err = run_cli([*TRAIN_DIGITS, "--workers", "0", "--output", str(model)], capsys)
+    assert status == 0 and err == "", err
+    before = tree_digest(digits_zarr)
+    status, out, err = run_cli(["evaluate", str(model), str(digits_zarr)], capsys)
+    assert status == 0 and err == "" and float(out.split()[2]) > 0.5, out
+    assert tree_digest(digits_zarr) == before
 
 
 @pytest.mark.skipif(shutil.which("capsh") is None, reason="needs capsh to drop CAP_DAC_OVERRIDE")
