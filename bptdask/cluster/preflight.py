@@ -10,9 +10,10 @@ seconds, with the path and the fix, instead of in the middle of training.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import CancelledError
 from pathlib import Path
 
-from distributed import Client
+from distributed import Client, KilledWorker
 
 from bptdask.cluster.chunks import TrainingChunks
 from bptdask.cluster.connect import worker_addresses
@@ -64,11 +65,20 @@ def preflight(client: Client, chunks: TrainingChunks, checkpoint: Path | None, *
     ConfigurationError
         The worker cannot write the checkpoint directory, or does not share it with this
         process.
+    ClusterTrainingError
+        The worker died or gave no answer within ``timeout`` seconds.
     """
     probe = None if checkpoint is None else f".bptdask-probe-{uuid.uuid4().hex[:12]}"
     dataset = chunks.source.dataset
     future = client.submit(_check_on_worker, dataset, checkpoint, probe, workers=[worker], pure=False)
-    problem = future.result(timeout=timeout)
+    try:
+        problem = future.result(timeout=timeout)
+    except (TimeoutError, KilledWorker, CancelledError) as exc:
+        future.cancel()
+        raise ClusterTrainingError(
+            f"worker {worker} did not finish checking the storage before training ({type(exc).__name__}: {exc}); "
+            "is it alive and not overloaded? Check the cluster and fit again"
+        ) from None
     if problem is not None and problem[0] == "dataset":
         cause = problem[1]
         if isinstance(cause, _FOUND_DAMAGED):

@@ -26,6 +26,8 @@ from distributed import Client, LocalCluster
 import bptdask
 from bptdask import BPTClassifier, datasets
 from bptdask.cli import main
+from bptdask.cluster import fit_on_cluster
+from bptdask.data import open_dataset
 from bptdask.errors import (
     ClusterTrainingError,
     ConfigurationError,
@@ -35,6 +37,7 @@ from bptdask.errors import (
     TrainingDivergedError,
 )
 from bptdask.models import lenet5
+from bptdask.outer.run_config import RunConfig
 
 DIGITS_NET = partial(lenet5, padding=2)
 
@@ -420,6 +423,20 @@ def test_a_closed_client_is_named_as_the_cause(digits):
     classifier = BPTClassifier(DIGITS_NET, epochs=1, client=closed, random_state=0)
     with pytest.raises(ClusterTrainingError, match=r"the Dask client is closed.*start a new Client"):
         classifier.fit(X, y)
+
+
+def test_a_worker_too_busy_for_the_storage_check_is_named(digits_zarr):
+    """The worker's only thread is taken, so the check before training cannot run in time."""
+    model = DIGITS_NET(num_classes=10, input_shape=(1, 8, 8))
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        busy = client.submit(time.sleep, 3, pure=False)
+        config = RunConfig(epochs=1, call_timeout=0.5)
+        with pytest.raises(ClusterTrainingError, match=r"did not finish checking the storage.*is it alive"):
+            fit_on_cluster(client, open_dataset(digits_zarr), model, model.init_params(0), config)
+        busy.result()
 
 
 def when_training(client: Client, action) -> threading.Thread:
