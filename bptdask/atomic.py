@@ -63,15 +63,12 @@ def publish(staged: Path, target: Path, *, overwrite: bool = True) -> None:
     aside = target.with_name(f".{target.name}.{REPLACED}-{uuid.uuid4().hex[:12]}")
     os.rename(target, aside)
     os.rename(staged, target)
-    if aside.is_dir():
-        shutil.rmtree(aside)
-    else:
-        aside.unlink()
+    discard(aside)
 
 
 def discard(staged: Path) -> None:
-    """Remove ``staged`` (a file or a directory) if it exists."""
-    if staged.is_dir():
+    """Remove ``staged`` (a file, a symlink or a directory) if it exists."""
+    if staged.is_dir() and not staged.is_symlink():
         shutil.rmtree(staged, ignore_errors=True)
     else:
         staged.unlink(missing_ok=True)

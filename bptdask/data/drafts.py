@@ -21,7 +21,6 @@ Neither ever replaces or clears anything but a bptdask dataset.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import zarr
@@ -77,7 +76,7 @@ class LocalDraft:
                 "to replace it, or choose another path"
             ) from exc
         for stale in [*partial_paths(self.final), *replaced_paths(self.final)]:
-            shutil.rmtree(stale, ignore_errors=True)
+            discard(stale)
         self._lock.release()
 
     def abort(self) -> None:
@@ -123,7 +122,7 @@ def _restore(location: Location) -> None:
         ) from exc
     if restored is not None:
         for stale in partial_paths(location.path):
-            shutil.rmtree(stale, ignore_errors=True)
+            discard(stale)
 
 
 def recover_replaced(location: Location) -> None:

@@ -2,8 +2,8 @@
 
 A :class:`Location` is small and picklable, so it is what travels to a worker process
 that opens the dataset there; the data itself never travels. A local path is made
-absolute when it is resolved, so a worker with another working directory finds the
-same dataset.
+absolute (symlinks resolved) when it is resolved, so a worker with another working
+directory finds the same dataset.
 
 Every Zarr group bptdask reads or writes as a dataset is opened by :func:`open_group`,
 and every read of store metadata happens inside :func:`store_errors`: the one place
@@ -118,8 +118,11 @@ def resolve(
 
 
 def _absolute(path: str | os.PathLike) -> Path:
-    """``path`` with ``~`` expanded, made absolute against this process's working directory."""
-    return Path(os.path.abspath(os.path.expanduser(path)))
+    """``path`` with ``~`` expanded, made absolute against this process's working directory, symlinks resolved.
+
+    A symlink to a dataset then names the dataset itself, which an ingest replaces.
+    """
+    return Path(os.path.realpath(os.path.expanduser(path)))
 
 
 @contextmanager

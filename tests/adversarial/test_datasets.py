@@ -322,6 +322,21 @@ def test_a_full_disk_is_a_dataset_error_and_the_old_dataset_survives(small_disk)
     _assert_unchanged(small_disk, before)
 
 
+def test_overwriting_through_a_symlink_replaces_the_dataset_it_points_to_and_keeps_the_link(tmp_path, stored):
+    link = tmp_path / "link.zarr"
+    link.symlink_to(stored)
+    dataset = ingest(IMAGES[:20], LABELS[:20], link, chunk_size=10, overwrite=True)
+    assert dataset.location.path == stored and link.is_symlink() and len(open_dataset(link)) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.zarr", "link.zarr"], "nothing left aside"
+
+
+def test_re_ingesting_a_dataset_onto_itself_reads_the_old_one_whole_before_replacing_it(stored):
+    old = open_dataset(stored)
+    new = ingest(old.images(), da.from_array(old.labels, chunks=10), stored, chunk_size=5, overwrite=True)
+    np.testing.assert_array_equal(new.read(0, new.num_chunks)[0], IMAGES)
+    np.testing.assert_array_equal(np.asarray(new.classes)[new.labels], np.asarray(old.classes)[old.labels])
+
+
 # ------------------------------------------------------------------ data changing under an open dataset
 
 
