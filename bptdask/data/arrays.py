@@ -27,6 +27,14 @@ from bptdask.errors import ConfigurationError, DataError, ShapeError
 LAYOUTS = ("NCHW", "NHWC")
 
 
+def _as_numpy(values: Any, name: str) -> np.ndarray:
+    """``values`` as a NumPy array; DataError for ragged nested lists."""
+    try:
+        return np.asarray(values)
+    except ValueError as exc:
+        raise DataError(f"{name} cannot be made into one array ({exc}); give every sample the same shape") from None
+
+
 def as_image_array(images: Any, *, layout: str = "NCHW") -> np.ndarray | da.Array:
     """``images`` as a uint8 NumPy or dask array ``(N, C, H, W)`` (dask input stays lazy).
 
@@ -40,7 +48,7 @@ def as_image_array(images: Any, *, layout: str = "NCHW") -> np.ndarray | da.Arra
     if layout not in LAYOUTS:
         raise ConfigurationError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not isinstance(images, da.Array):
-        images = np.asarray(images)
+        images = _as_numpy(images, "images")
     if images.dtype != np.uint8:
         raise DataError(
             f"images must be uint8 pixel values 0..255, got dtype {images.dtype}; convert floats in [0, 1] with "
@@ -68,7 +76,7 @@ def as_image_array(images: Any, *, layout: str = "NCHW") -> np.ndarray | da.Arra
 def as_label_array(labels: Any, num_samples: int) -> np.ndarray | da.Array:
     """``labels`` as a 1-D integer NumPy or dask array of ``num_samples`` values."""
     if not isinstance(labels, da.Array):
-        labels = np.asarray(labels)
+        labels = _as_numpy(labels, "labels")
     if labels.ndim != 1 or labels.shape[0] != num_samples:
         hint = "; flatten it with labels.ravel()" if labels.ndim == 2 and labels.shape[1] == 1 else ""
         raise ShapeError(f"labels must be 1-D with one label per image ({num_samples}), got shape {labels.shape}{hint}")

@@ -709,6 +709,8 @@ def test_a_compressed_idx_file_declaring_a_huge_shape_is_refused(tmp_path, store
         (IMAGES, LABELS, {"chunk_size": 1, "shard_size": 2**21}, ConfigurationError, r"2097152 chunks in a shard"),
         (IMAGES, LABELS, {"test_size": float("nan")}, ConfigurationError, r"test_size must be a fraction"),
         (IMAGES, LABELS, {"test_size": float("inf")}, ConfigurationError, r"test_size must be a fraction"),
+        ([[[1, 2], [3]]], [0], {}, DataError, r"images cannot be made into one array .*same shape"),
+        (IMAGES[:2], [[0], [1, 2]], {}, DataError, r"labels cannot be made into one array"),
     ],
     ids=[
         "nan",
@@ -725,6 +727,8 @@ def test_a_compressed_idx_file_declaring_a_huge_shape_is_refused(tmp_path, store
         "huge-shard",
         "nan-test-size",
         "inf-test-size",
+        "ragged-images",
+        "ragged-labels",
     ],
 )
 def test_odd_arrays_are_refused_and_the_existing_dataset_survives(
