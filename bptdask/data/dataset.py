@@ -104,25 +104,9 @@ def open_dataset(path_or_store: PathOrStore, *, storage_options: dict | None = N
 
 
 def _open_group(location: Location) -> zarr.Group:
-    if location.path is not None and not location.path.exists():
-        recover_replaced(location)
-    if location.path is not None and not location.path.exists():
-        partial = partial_paths(location.path)
-        if partial:
-            raise IncompleteDatasetError(
-                f"{location} does not exist yet: an ingest into it has not finished (its partial data is in "
-                f"{str(partial[-1])!r}); it was interrupted or is still running; re-run the ingest, "
-                "which removes the partial data when it succeeds"
-            )
-        raise DatasetNotFoundError(
-            f"{location} does not exist; check the path or create the dataset with bptdask.ingest(...) "
-            "or `bptdask ingest`"
-        )
-    if location.path is not None and not location.path.is_dir():
-        raise DatasetNotFoundError(
-            f"{location} is a file, not a dataset directory; check the path or create the dataset with "
-            "bptdask.ingest(...) or `bptdask ingest`"
-        )
+    """The dataset's Zarr group; a local path gets its own, more precise errors."""
+    if location.path is not None:
+        _check_local_path(location)
     try:
         return open_group(location)
     except DatasetNotFoundError:
@@ -136,6 +120,24 @@ def _open_group(location: Location) -> zarr.Group:
         f"{location} is a directory but not a Zarr group; check the path or create the dataset with "
         "bptdask.ingest(...) or `bptdask ingest`"
     )
+
+
+def _check_local_path(location: Location) -> None:
+    """Recover a dataset a crashed ingest left aside; say why a missing directory is missing."""
+    create = "check the path or create the dataset with bptdask.ingest(...) or `bptdask ingest`"
+    if not location.path.exists():
+        recover_replaced(location)
+    if not location.path.exists():
+        partial = partial_paths(location.path)
+        if partial:
+            raise IncompleteDatasetError(
+                f"{location} does not exist yet: an ingest into it has not finished (its partial data is in "
+                f"{str(partial[-1])!r}); it was interrupted or is still running; re-run the ingest, "
+                "which removes the partial data when it succeeds"
+            )
+        raise DatasetNotFoundError(f"{location} does not exist; {create}")
+    if not location.path.is_dir():
+        raise DatasetNotFoundError(f"{location} is a file, not a dataset directory; {create}")
 
 
 class Dataset:
