@@ -16,7 +16,6 @@ images paired with old labels, or zeros (Zarr's fill value).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import math
@@ -30,7 +29,6 @@ import dask.array as da
 import numpy as np
 import zarr
 from dask.base import tokenize
-from zarr.core.sync import sync
 
 from bptdask._typing import Array, Shape
 from bptdask.backend import to_device
@@ -49,8 +47,8 @@ from bptdask.data.format import (
     parse_attrs,
     read_attrs,
 )
-from bptdask.data.frames import oversized_chunks
 from bptdask.data.location import Location, PathOrStore, open_group, partial_paths, resolve, store_errors
+from bptdask.data.stored import missing_objects, oversized_chunks
 from bptdask.errors import (
     ConfigurationError,
     CorruptChunkError,
@@ -321,7 +319,7 @@ class Dataset:
         start, stop = self.chunk_boundaries[start_chunk][0], self.chunk_boundaries[stop_chunk - 1][1]
         images = self._read_range(self._images, IMAGES, start, stop)
         self.check_unchanged()
-        self._check_stored(self._images, IMAGES, start_chunk, stop_chunk)
+        self._check_stored(self._images, IMAGES, start, stop)
         labels = self._labels[start:stop]
         if code is not None:
             keep = self._split[start:stop] == code
@@ -370,9 +368,8 @@ class Dataset:
 
     def _check_declared_sizes(self, array: zarr.Array, name: str, start: int, stop: int) -> None:
         """Raise CorruptChunkError if a chunk holding samples ``start..stop-1`` would decode to another size."""
-        unit = array.chunks[0]
         with store_errors(self.location):
-            wrong = oversized_chunks(array, start // unit, (stop - 1) // unit)
+            wrong = oversized_chunks(array, start, stop)
         if wrong:
             index, declared = next(iter(wrong.items()))
             size = math.prod(array.chunks) * array.dtype.itemsize
@@ -382,29 +379,20 @@ class Dataset:
                 "refusing to decode it; re-ingest the dataset with overwrite=True"
             )
 
-    def _check_stored(self, array: zarr.Array, name: str, start_chunk: int, stop_chunk: int) -> None:
-        """Raise CorruptChunkError if a chunk (or shard) of ``array`` in the range is not stored.
+    def _check_stored(self, array: zarr.Array, name: str, start: int, stop: int) -> None:
+        """Raise CorruptChunkError if a stored object holding samples ``start..stop-1`` is missing.
 
         Zarr reads a chunk that is not stored as its fill value; a dataset stores every chunk.
         """
-        unit = (array.shards or array.chunks)[0]
-        first = self.chunk_boundaries[start_chunk][0] // unit
-        last = (self.chunk_boundaries[stop_chunk - 1][1] - 1) // unit
-        rest = (0,) * (array.ndim - 1)
-        keys = {index: array.metadata.encode_chunk_key((index, *rest)) for index in range(first, last + 1)}
-
-        async def stored() -> list[bool]:
-            return await asyncio.gather(*((array.store_path / key).exists() for key in keys.values()))
-
         with store_errors(self.location):
-            found = sync(stored())
-        missing = [index for index, present in zip(keys, found, strict=True) if not present]
+            missing = missing_objects(array, start, stop)
         if missing:
-            index = missing[0]
+            key, (first, stop) = next(iter(missing.items()))
+            samples = f"samples {first}..{min(stop, len(self)) - 1}"
             raise CorruptChunkError(
-                f"{self.location}: chunk {index * unit // self.chunk_size} of {name!r} (samples {index * unit}.."
-                f"{min((index + 1) * unit, len(self)) - 1}, stored as {keys[index]!r}) is missing from the store "
-                "(deleted after the dataset was opened?); re-ingest the dataset with overwrite=True"
+                f"{self.location}: chunk {first // self.chunk_size} of {name!r} ({samples}, stored as {key!r}) is "
+                "missing from the store (deleted after the dataset was opened?); re-ingest the dataset with "
+                "overwrite=True"
             )
 
     def _read_all(self, array: zarr.Array, name: str) -> np.ndarray:

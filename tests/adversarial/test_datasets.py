@@ -352,6 +352,16 @@ def test_a_chunk_deleted_after_opening_is_an_error_not_zeros(tmp_path, stored):
     _assert_unchanged(tmp_path, before)
 
 
+def test_a_shard_deleted_after_opening_is_an_error_naming_its_chunks(tmp_path):
+    dataset = ingest(IMAGES, LABELS, tmp_path / "sharded.zarr", chunk_size=10, shard_size=30)
+    (tmp_path / "sharded.zarr" / "images" / "c" / "1" / "0" / "0" / "0").unlink()
+    before = snapshot(tmp_path)
+    assert dataset.read(0, 3)[0].shape == (30, 1, 4, 4), "the first shard is still stored"
+    with pytest.raises(CorruptChunkError, match=r"chunk 3 of 'images' \(samples 30\.\.59, stored as 'c/1/0/0/0'\)"):
+        dataset.read(2, 5)
+    _assert_unchanged(tmp_path, before)
+
+
 def test_a_path_re_ingested_after_opening_never_pairs_new_images_with_old_labels(tmp_path, stored):
     dataset = open_dataset(stored)
     ingest(255 - IMAGES, (LABELS + 1) % 3, stored, chunk_size=10, overwrite=True)
