@@ -74,10 +74,11 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         The cluster to train on. None uses the current Dask client if there is one
         (outside Dask tasks), else trains in this process. Dropped by pickling, deepcopy
         and clone; :attr:`client_` resolves it.
-    merge_rule : {"concurrency", "inverse", "polynomial", "exponential"}, default "concurrency"
+    merge_rule : {"inverse", "concurrency", "polynomial", "exponential"}, default "inverse"
         How AGWU weighs an update by its staleness (:mod:`bptdask.outer.merge_rules`):
-        ``"concurrency"`` damps only staleness beyond the other workers' merges, so it
-        keeps learning with many workers; ``"exponential"`` is the BPT-CNN paper's rule.
+        ``"inverse"`` scales a push by ``1/(s + 1)``, so a round of on-time pushes adds
+        one average update whatever the number of workers and learning goes on with many
+        workers (``benchmarks/RESULTS.md``); ``"exponential"`` is the BPT-CNN paper's rule.
     merge_weight, staleness_decay, max_staleness
         AGWU's ``α0``, ``γ`` and staleness bound (:class:`bptdask.outer.weights.WeightServer`).
     chunk_size : int, default 256
@@ -143,7 +144,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
         lr_schedule: str = "cosine",
         update: str = "agwu",
         client=None,
-        merge_rule: str = "concurrency",
+        merge_rule: str = "inverse",
         merge_weight: float = 1.0,
         staleness_decay: float = 0.5,
         max_staleness: int | None = None,

@@ -11,7 +11,7 @@
 ``generation``     coordinators before the last one (recoveries and resumes)
 ``rounds``         one :class:`RoundReport` per IDPA round: busy time, makespan, idle fraction
 ``chunk_sources``  epoch -> :class:`ChunkSources`: chunks read from memory, from a peer, from storage
-``merge_rule``     the AGWU merge rule and its parameters, e.g. ``"concurrency(merge_weight=1, staleness_decay=0.5)"``
+``merge_rule``     the AGWU merge rule and its parameters, e.g. ``"inverse(merge_weight=1, staleness_decay=0.5)"``
 ``max_staleness``  the staleness bound (None: none)
 ``epoch_merges``   epoch -> :class:`EpochMerges`: merges, staleness, the weight applied, the effective step
 ``workers``        worker name -> :class:`WorkerTotals` (parts, samples, power, staleness)

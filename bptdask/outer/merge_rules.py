@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-MergeRule = Literal["concurrency", "inverse", "polynomial", "exponential"]
-MERGE_RULES: tuple[str, ...] = ("concurrency", "inverse", "polynomial", "exponential")
+MergeRule = Literal["inverse", "concurrency", "polynomial", "exponential"]
+MERGE_RULES: tuple[str, ...] = ("inverse", "concurrency", "polynomial", "exponential")
 
 #: FedAsync's polynomial staleness exponent (its experiments' best, a = 0.5).
 POLYNOMIAL_EXPONENT = 0.5

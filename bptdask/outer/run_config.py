@@ -60,9 +60,10 @@ class RunConfig:
         Where each worker trains; ``"auto"`` lets each take its GPU if it has one.
     update : {"agwu", "sgwu"}
         Merge each update as it arrives (AGWU) or average each round (SGWU).
-    merge_rule : {"concurrency", "inverse", "polynomial", "exponential"}
+    merge_rule : {"inverse", "concurrency", "polynomial", "exponential"}
         How AGWU weighs a push by its staleness (:mod:`bptdask.outer.merge_rules`);
-        ``"exponential"`` is the BPT-CNN paper's ``α = α0 · w_j · γ^s``.
+        ``"inverse"`` (the default) is ``α = α0 · w_j / (s + 1)``; ``"exponential"`` is
+        the BPT-CNN paper's ``α = α0 · w_j · γ^s``.
     merge_weight : float in (0, 1]
         AGWU's ``α0``, the scale of the rule.
     staleness_decay : float in (0, 1]
@@ -94,7 +95,7 @@ class RunConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "gpu"] = "auto"
     update: Literal["agwu", "sgwu"] = "agwu"
-    merge_rule: MergeRule = "concurrency"
+    merge_rule: MergeRule = "inverse"
     merge_weight: float = 1.0
     staleness_decay: float = 0.5
     max_staleness: int | None = None
@@ -118,7 +119,7 @@ class RunConfig:
             if getattr(self, name) is not None:
                 minimum = 0 if name == "max_staleness" else 1
                 object.__setattr__(self, name, check_integer(name, getattr(self, name), minimum=minimum))
-        check_number("merge_weight", self.merge_weight, above=0, at_most=1, why=" (1/m averages like FedAvg, 1 sums)")
+        check_number("merge_weight", self.merge_weight, above=0, at_most=1, why=" (1: one average update a round)")
         check_number("staleness_decay", self.staleness_decay, above=0, at_most=1, why=" (1 means no decay)")
         for name in ("worker_timeout", "call_timeout"):
             check_number(name, getattr(self, name), above=0, why=" (seconds)")

@@ -150,7 +150,7 @@ def test_two_workers_train_every_chunk_once_per_epoch(digits_part, update):
         assert first_epoch.total_alpha == pytest.approx(3.0), "3 rounds, each one data-share average"
         assert first_epoch.effective_lr == pytest.approx(RunConfig(epochs=2).optimizer(0).lr)
     assert sum(m.merges for m in report.epoch_merges.values()) == sum(s.parts for s in summaries.values())
-    assert report.merge_rule.startswith("sgwu" if update == "sgwu" else "concurrency(merge_weight=1")
+    assert report.merge_rule.startswith("sgwu" if update == "sgwu" else "inverse(merge_weight=1")
     first, second = report.chunk_sources[0], report.chunk_sources[1]
     assert (first.memory, first.storage) == (0, 10), "epoch 1 reads every chunk from storage"
     # Counts follow the powers and each worker gets its held chunks first: with two equal

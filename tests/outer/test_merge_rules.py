@@ -74,8 +74,8 @@ def test_the_papers_rule_vanishes_as_workers_grow_and_the_others_do_not():
 
 
 def test_the_rule_is_chosen_by_name():
-    assert RunConfig().merge_rule == "concurrency"
-    with pytest.raises(ConfigurationError, match="merge_rule must be one of 'concurrency', 'inverse'"):
+    assert RunConfig().merge_rule == "inverse"
+    with pytest.raises(ConfigurationError, match="merge_rule must be one of 'inverse', 'concurrency'"):
         RunConfig(merge_rule="downpour")
     with pytest.raises(ValueError, match="unknown merge rule"):
         alpha("downpour", 0)
