@@ -16,6 +16,7 @@ The JSON is rewritten after every run, so a long sweep cut short keeps what it m
 
     python benchmarks/agwu_scaling.py                        # everything (about an hour on 2 cores)
     python benchmarks/agwu_scaling.py --workers 16 --seeds 0 --no-unequal
+    python benchmarks/agwu_scaling.py --no-equal             # only the unequal speeds
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--unequal-rule", default=RunConfig().merge_rule, choices=MERGE_RULES)
     parser.add_argument("--target", type=float, default=0.95, help="accuracy whose first epoch is timed")
     parser.add_argument("--no-ddp", dest="ddp", action="store_false", help="leave the PyTorch peer out")
+    parser.add_argument("--no-equal", dest="equal", action="store_false", help="skip the equal-speed part")
     parser.add_argument("--no-unequal", dest="unequal", action="store_false", help="skip the unequal-speed part")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default results/agwu_scaling.json)")
     parser.add_argument("--scratch", default="/tmp", help="folder for the Zarr dataset")
@@ -114,11 +116,15 @@ def main(argv=None) -> dict:
 
     with (
         LocalCluster(
-            n_workers=max(args.workers), threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            n_workers=max([*args.workers, len(SLOWDOWNS)]) if args.equal else len(SLOWDOWNS),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
         ) as cluster,
         Client(cluster) as client,
     ):
-        for workers in args.workers:
+        for workers in args.workers if args.equal else ():
             for seed in args.seeds:
                 common = {"workers": workers, "seed": seed, "epochs": args.epochs, "target": args.target}
                 for rule in args.rules:
