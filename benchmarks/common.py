@@ -187,8 +187,12 @@ def write_report(name: str, rows: list[dict], output: Path | None = None) -> Pat
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
-    """Print ``rows`` as a fixed-width table; ``columns`` are (key, heading, format)."""
-    widths = [max(len(heading), 9) for _, heading, _ in columns]
+    """Print ``rows`` as a fixed-width table; ``columns`` are (key, heading, format).
+
+    Each column is as wide as its heading or its widest value, at least 9 characters.
+    """
+    cells = [[format(row[key], fmt) for key, _, fmt in columns] for row in rows]
+    widths = [max([len(heading), 9, *(len(line[i]) for line in cells)]) for i, (_, heading, _) in enumerate(columns)]
     print("  ".join(heading.rjust(w) for (_, heading, _), w in zip(columns, widths, strict=True)))
-    for row in rows:
-        print("  ".join(format(row[key], fmt).rjust(w) for (key, _, fmt), w in zip(columns, widths, strict=True)))
+    for line in cells:
+        print("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)))
