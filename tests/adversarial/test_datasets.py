@@ -41,6 +41,7 @@ from numcodecs import Zstd
 from zarr.storage import LocalStore
 
 import bptdask
+from bptdask.atomic import WriterLock
 from bptdask.data import ingest, ingest_idx, ingest_npz, open_dataset
 from bptdask.errors import (
     ClusterTrainingError,
@@ -53,6 +54,7 @@ from bptdask.errors import (
     DatasetExistsError,
     DatasetFormatError,
     DatasetNotFoundError,
+    IncompleteDatasetError,
     ShapeError,
     SourceError,
 )
@@ -224,6 +226,19 @@ def test_a_crash_between_the_commit_renames_is_recovered_on_opening(tmp_path, st
     dataset = open_dataset(stored)
     assert len(dataset) == 60 and snapshot(stored) == old, "the old dataset is back, byte for byte"
     assert not list(tmp_path.glob(".data.zarr.*")), "the aside copy and the staged data are cleared"
+
+
+def test_a_reader_never_moves_a_dataset_back_while_a_writer_holds_the_path(tmp_path, stored):
+    _crash_between_renames(stored)
+    writer = WriterLock.acquire(stored)
+    try:
+        before = snapshot(tmp_path)
+        with pytest.raises(IncompleteDatasetError, match=r"data\.zarr' is being replaced by an ingest right now"):
+            open_dataset(stored)
+        _assert_unchanged(tmp_path, before)
+    finally:
+        writer.release()
+    assert len(open_dataset(stored)) == 60
 
 
 def test_a_crash_between_the_commit_renames_is_recovered_by_the_next_ingest(tmp_path, stored):
