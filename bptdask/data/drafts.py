@@ -11,10 +11,11 @@ back (:func:`recover_replaced`).
 
 Any other store is written in place, where the completion marker written last is the
 only guard; ``overwrite=True`` clears it first. Each ingest records its ``ingest_id`` in
-the pending attribute and marks the store complete only if that attribute is still its
-own, so an ingest that started later makes an earlier one fail at its end. Stores have
-no lock, though: chunks of two ingests racing on one store can still mix, so give each
-such store one writer at a time.
+the pending attribute; every write task, and the final marking, first checks that the
+attribute is still its own (:func:`check_owner`), so an ingest that started later makes
+an earlier one stop with :class:`DatasetBusyError`. Stores have no lock, though: a write
+already past its check when another ingest clears the store can still land in it, so
+give each such store one writer at a time.
 
 Neither ever replaces or clears anything but a bptdask dataset.
 """
@@ -42,6 +43,9 @@ DATASET_ENTRIES = frozenset({"zarr.json", IMAGES, LABELS, SPLIT})
 
 class LocalDraft:
     """A dataset written to a temporary sibling directory and renamed into place, one writer at a time."""
+
+    #: Write tasks need no owner check: the temporary directory is this ingest's alone.
+    in_place = None
 
     def __init__(self, location: Location, *, overwrite: bool):
         self.location = location
@@ -208,6 +212,7 @@ class StoreDraft:
                 "overwrite=True; choose another location or clear it yourself"
             )
         self.mode = "w" if held is not None else "w-"
+        self.in_place = location
         self._ingest_id: str | None = None
 
     def open_group(self, attributes: dict) -> zarr.Group:
@@ -223,17 +228,22 @@ class StoreDraft:
         DatasetBusyError
             When another ingest started writing the store since this one did.
         """
-        now = open_group(self.location).attrs.get(ATTRS_KEY, {})
-        if now.get("ingest_id") != self._ingest_id:
-            raise DatasetBusyError(
-                f"another ingest started writing {self.location} while this one ran (ingest_id "
-                f"{now.get('ingest_id')!r}, not {self._ingest_id!r}); this one gives way, the other one's result "
-                "stands; ingest again once it finishes if you want this data there"
-            )
+        check_owner(self.location, self._ingest_id)
         group.update_attributes(attributes)
 
     def abort(self) -> None:
         """Leave the store marked incomplete; opening it says so."""
+
+
+def check_owner(location: Location, ingest_id: str) -> None:
+    """Raise DatasetBusyError unless the store at ``location`` is still being written by ``ingest_id``."""
+    now = open_group(location).attrs.get(ATTRS_KEY, {})
+    if now.get("ingest_id") != ingest_id:
+        raise DatasetBusyError(
+            f"another ingest started writing {location} while this one ran (ingest_id {now.get('ingest_id')!r}, "
+            f"not {ingest_id!r}); this one gives way and the other one's result stands; ingest again once it "
+            "finishes if you want this data there"
+        )
 
 
 def open_draft(location: Location, *, overwrite: bool) -> LocalDraft | StoreDraft:

@@ -26,7 +26,7 @@ from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
 from bptdask.data.dataset import Dataset
-from bptdask.data.drafts import open_draft
+from bptdask.data.drafts import check_owner, open_draft
 from bptdask.data.format import (
     ATTRS_KEY,
     IMAGES,
@@ -159,6 +159,7 @@ def write_block(
     is_test: np.ndarray,
     start: int,
     token: str,
+    in_place: Location | None = None,
 ) -> BlockStats | None:
     """Write samples ``[start, start + n)``, a whole number of chunks (or shards) this task owns.
 
@@ -174,6 +175,13 @@ def write_block(
         Index of the first sample; a multiple of the chunk (or shard) size.
     token : str
         Identifies the ingest; nothing is written (and None returned) once it failed.
+    in_place : Location, optional
+        The store written in place, checked to still be this ingest's before writing.
+
+    Raises
+    ------
+    DatasetBusyError
+        When another ingest has taken over the store written in place.
     """
     images = np.asarray(images)
     labels = np.asarray(labels).astype(np.int64, copy=False)
@@ -181,6 +189,8 @@ def write_block(
     with _GATE.enter(token) as allowed:
         if not allowed:
             return None
+        if in_place is not None:
+            check_owner(in_place, token)
         images_array[start:stop] = images
         labels_array[start:stop] = labels
     train = images[~is_test]
@@ -325,7 +335,16 @@ def write_dataset(
         write = dask.delayed(write_block, pure=False)
         starts = range(0, num_samples, unit)
         tasks = [
-            write(arrays[IMAGES], arrays[LABELS], block, block_labels, is_test[start : start + unit], start, token)
+            write(
+                arrays[IMAGES],
+                arrays[LABELS],
+                block,
+                block_labels,
+                is_test[start : start + unit],
+                start,
+                token,
+                draft.in_place,
+            )
             for start, block, block_labels in zip(starts, image_blocks, label_blocks, strict=True)
         ]
         with _progress(num_samples, description=f"ingest {source}", enabled=progress):

@@ -179,6 +179,37 @@ def test_two_threads_ingesting_one_path_the_second_is_refused_and_the_first_comp
     assert len(outcome["first"]) == 30 and (outcome["first"].read(0, 3)[0] == 5).all()
 
 
+@pytest.mark.timeout(60)
+def test_of_two_ingests_into_one_store_written_in_place_the_later_one_wins_whole():
+    store = zarr.storage.MemoryStore()
+    release, started = threading.Event(), threading.Event()
+    outcome = {}
+
+    def slow(block):
+        started.set()
+        release.wait(30)
+        return block
+
+    def earlier_writer():
+        images = da.from_array(np.full((30, 1, 4, 4), 5, np.uint8), chunks=10)
+        try:
+            ingest(images.map_blocks(slow, meta=np.empty((0, 0, 0, 0), np.uint8)), np.arange(30) % 2, store)
+        except DatasetBusyError as exc:
+            outcome["earlier"] = exc
+
+    with dask.config.set(scheduler="threads"):
+        writer = threading.Thread(target=earlier_writer)
+        writer.start()
+        started.wait(30)
+        later = ingest(IMAGES, LABELS, store, chunk_size=10, overwrite=True)
+        release.set()
+        writer.join(30)
+    assert "another ingest started writing" in str(outcome["earlier"])
+    reopened = open_dataset(store, verify=True)
+    np.testing.assert_array_equal(reopened.read(0, reopened.num_chunks)[0], IMAGES)
+    assert reopened.attrs.ingest_id == later.attrs.ingest_id
+
+
 @pytest.mark.parametrize(
     ("name", "make", "message"),
     [
