@@ -107,8 +107,8 @@ def check_converging(params: Params, loss: float, *, epoch: int, lr: float) -> N
     broken = [name for name, value in params.items() if not bool(array_namespace(value).isfinite(value).all())]
     if np.isfinite(loss) and not broken:
         return
-    held = f"{len(broken)} of {len(params)} parameter arrays (such as {broken[0]!r})" if broken else "no parameter"
+    held = f" and {len(broken)} of {len(params)} parameter arrays (such as {broken[0]!r}) hold NaN or infinity"
     raise TrainingDivergedError(
-        f"training diverged in epoch {epoch}: the mean loss is {loss:g} and {held} hold NaN or infinite values; "
+        f"training diverged in epoch {epoch}: the mean loss is {loss:g}{held if broken else ''}; "
         f"lower the learning rate (lr={lr:g} in that epoch) and train again"
     )
