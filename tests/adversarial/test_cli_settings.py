@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -357,6 +358,21 @@ def test_evaluate_matches_integer_labels_and_class_names_either_way(tmp_path, di
     status, out, err = run_cli(["evaluate", str(model), str(digits_zarr)], capsys)
     assert status == 0 and err == "" and float(out.split()[2]) > 0.5, out
     assert tree_digest(digits_zarr) == before
+
+
+def test_ctrl_c_exits_130_with_one_line_and_writes_no_model(tmp_path):
+    model = tmp_path / "model.npz"
+    command = [sys.executable, "-m", "bptdask", "train", "--dataset", "digits", "--padding", "2", "--epochs", "1000"]
+    command += ["--workers", "0"]  # not --quiet: the first epoch's line says training runs
+    process = subprocess.Popen(
+        [*command, "--output", str(model)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().startswith("epoch 1, "), "training runs"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert err.split("\n")[-2] == "bptdask: interrupted"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(shutil.which("capsh") is None, reason="needs capsh to drop CAP_DAC_OVERRIDE")
