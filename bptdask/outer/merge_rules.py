@@ -24,6 +24,7 @@ rule            ``alpha``
                 so at 16 workers and decay 0.5 each update counts about 0.003%.
 ==============  ======================================================================
 
+No rule applies more than a whole delta: ``alpha`` is capped at 1 (:func:`merge_alpha`).
 :func:`round_weight` gives what a round of pushes adds up to under a rule once every
 worker trains, for tests and the run report.
 """
@@ -42,7 +43,13 @@ POLYNOMIAL_EXPONENT = 0.5
 def merge_alpha(
     rule: MergeRule, *, merge_weight: float, share: float, staleness: int, n_workers: int, staleness_decay: float
 ) -> float:
-    """The weight ``alpha`` a push gets under ``rule`` (see the module docstring).
+    """The weight ``alpha`` a push gets under ``rule`` (see the module docstring), at most 1.
+
+    A delta is where the worker's own training took the weights it pulled; applying more
+    than all of it (``alpha > 1``, a fresh push of a large part: ``w`` above 1 and little
+    staleness) extrapolates past that point. On MNIST with speeds 1:2:4:8 the fast
+    worker's fresh pushes reached ``alpha ≈ 2`` under ``inverse`` and the accuracy fell
+    from 93% to 78% for two epochs; every rule is therefore capped at 1.
 
     Parameters
     ----------
@@ -57,15 +64,19 @@ def merge_alpha(
     staleness_decay : float
         ``γ`` of the exponential and concurrency rules.
     """
+    return min(1.0, merge_weight * share * _staleness_factor(rule, staleness, n_workers, staleness_decay))
+
+
+def _staleness_factor(rule: MergeRule, staleness: int, n_workers: int, staleness_decay: float) -> float:
+    """What ``rule`` makes of a push's staleness: ``alpha / (merge_weight * share)`` before the cap."""
     if rule == "concurrency":
-        excess = max(0, staleness - (n_workers - 1))
-        return merge_weight * share / n_workers * staleness_decay**excess
+        return staleness_decay ** max(0, staleness - (n_workers - 1)) / n_workers
     if rule == "inverse":
-        return merge_weight * share / (staleness + 1)
+        return 1 / (staleness + 1)
     if rule == "polynomial":
-        return merge_weight * share * (staleness + 1) ** -POLYNOMIAL_EXPONENT
+        return (staleness + 1) ** -POLYNOMIAL_EXPONENT
     if rule == "exponential":
-        return merge_weight * share * staleness_decay**staleness
+        return staleness_decay**staleness
     raise ValueError(f"unknown merge rule {rule!r}; choose one of {MERGE_RULES}")
 
 

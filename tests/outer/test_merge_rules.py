@@ -34,9 +34,16 @@ def alpha(rule, staleness, *, n_workers=4, share=1.0, merge_weight=1.0, stalenes
     merge_weight=WEIGHTS,
     decay=DECAYS,
 )
-def test_weights_are_positive_and_never_exceed_the_share(rule, staleness, n_workers, share, merge_weight, decay):
+def test_weights_are_positive_and_never_exceed_the_share_or_a_whole_delta(
+    rule, staleness, n_workers, share, merge_weight, decay
+):
     weight = alpha(rule, staleness, n_workers=n_workers, share=share, merge_weight=merge_weight, staleness_decay=decay)
-    assert 0 < weight <= merge_weight * share * (1 + 1e-12) or (decay**staleness == 0 and weight == 0)
+    assert 0 < weight <= min(1.0, merge_weight * share * (1 + 1e-12)) or (decay**staleness == 0 and weight == 0)
+
+
+@pytest.mark.parametrize("rule", MERGE_RULES)
+def test_a_fresh_push_of_a_large_part_applies_its_delta_once(rule):
+    assert alpha(rule, 0, n_workers=1, share=2.5) == 1.0
 
 
 @given(rule=RULES, staleness=st.integers(0, 200), n_workers=st.integers(1, 64), decay=DECAYS)

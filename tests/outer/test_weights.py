@@ -248,7 +248,7 @@ class AgwuServerMachine(RuleBasedStateMachine):
     accepted = Bundle("accepted")
 
     @initialize(
-        rule=st.sampled_from(["exponential", "concurrency"]),
+        rule=st.sampled_from(["exponential", "concurrency", "inverse"]),
         alpha0=st.sampled_from([1.0, 0.5, 0.25]),
         gamma=st.sampled_from([1.0, 0.5, 0.9]),
         max_staleness=st.one_of(st.none(), st.integers(0, 3)),
@@ -272,7 +272,7 @@ class AgwuServerMachine(RuleBasedStateMachine):
         weights, version = self.server.pull()
         assert version == self.version
         for name, value in weights.items():
-            np.testing.assert_array_equal(value, self.reference[name])
+            np.testing.assert_allclose(value, self.reference[name], rtol=1e-12, atol=1e-12)
             value[...] = -1e6  # the caller scribbles on its copy
         return version
 
@@ -299,8 +299,11 @@ class AgwuServerMachine(RuleBasedStateMachine):
         share = n_samples * n_workers / (n_samples + extra)
         if self.rule == "exponential":
             alpha = alpha0 * share * gamma**staleness
+        elif self.rule == "inverse":
+            alpha = alpha0 * share * (1 / (staleness + 1))
         else:  # only staleness beyond the other workers' merges is damped
             alpha = alpha0 * share / n_workers * gamma ** max(0, staleness - n_workers + 1)
+        alpha = min(alpha, 1.0)  # never more than the whole delta
         assert result.status == "merged" and result.alpha == pytest.approx(alpha, rel=1e-12)
         self.version += 1
         assert result.version == self.version
