@@ -1,8 +1,9 @@
 """The ``bptdask`` command line: one sub-command per module in this package.
 
-An expected failure (a :class:`~bptdask.errors.BptDaskError`, or an ``OSError`` on a
-path the user named) prints one line, ``bptdask: error: ...``, to stderr and ends with
-the exit status of its kind (:data:`EXIT_STATUSES`); only a bug prints a traceback.
+An expected failure (a :class:`~bptdask.errors.BptDaskError`, an ``OSError`` on a path
+the user named, or running out of memory) prints one line, ``bptdask: error: ...``, to
+stderr and ends with the exit status of its kind (:data:`EXIT_STATUSES`); only a bug
+prints a traceback.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ EXIT_STATUSES = (
     ((TrainingDivergedError,), 4, "training diverged (NaN or infinite values): lower --lr"),
     ((ClusterTrainingError, ProtocolError), 5, "the Dask cluster could not be reached, or the distributed fit failed"),
     ((BptDaskError, OSError), 3, "unusable input or output: a dataset, model file, checkpoint, source file or path"),
+    ((MemoryError,), 6, "out of memory: use a smaller --batch-size or model"),
 )
+#: What ``main`` turns into an exit status and one line.
+EXPECTED = (BptDaskError, OSError, MemoryError)
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
 
@@ -84,17 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def describe_failure(exc: BptDaskError | OSError) -> tuple[int, str]:
+def describe_failure(exc: BptDaskError | OSError | MemoryError) -> tuple[int, str]:
     """``(exit status, one-line message)`` of an expected failure."""
     status = next(status for classes, status, _ in EXIT_STATUSES if isinstance(exc, classes))
-    text = str(exc) if isinstance(exc, BptDaskError) or exc.filename is None else _os_error_text(exc)
-    return status, " ".join(text.split())
+    return status, " ".join(_text(exc).split())
 
 
-def _os_error_text(exc: OSError) -> str:
-    """``cannot use PATH: No such file or directory`` (and the second path of a rename)."""
-    paths = " -> ".join(str(path) for path in (exc.filename, exc.filename2) if path is not None)
-    return f"cannot use {paths}: {exc.strerror or exc}"
+def _text(exc: BptDaskError | OSError | MemoryError) -> str:
+    """What went wrong: a bptdask error's message, ``cannot use PATH: why`` for a file, or the memory asked for."""
+    if isinstance(exc, MemoryError):
+        return f"out of memory ({exc or 'no details'}); use a smaller --batch-size or model, or more memory"
+    if isinstance(exc, OSError) and not isinstance(exc, BptDaskError) and exc.filename is not None:
+        paths = " -> ".join(str(path) for path in (exc.filename, exc.filename2) if path is not None)
+        return f"cannot use {paths}: {exc.strerror or exc}"
+    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bptdask: interrupted", file=sys.stderr)
         return INTERRUPTED
-    except (BptDaskError, OSError) as exc:
+    except EXPECTED as exc:
         status, message = describe_failure(exc)
         print(f"bptdask: error: {message}", file=sys.stderr)
         return status

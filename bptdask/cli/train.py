@@ -30,6 +30,9 @@ from bptdask.models import ARCHITECTURES, lenet5
 from bptdask.report import format_report, save_report
 from bptdask.validation import check_output_path
 
+#: The largest useful LeNet-5 padding: a 5×5 kernel padded further sees only zeros at the border.
+MAX_PADDING = 4
+
 
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a CNN on a Dask cluster and report test accuracy")
@@ -108,6 +111,10 @@ def _architecture(args: argparse.Namespace):
         return args.architecture
     if args.architecture != "lenet5":
         raise ConfigurationError(f"--padding applies to lenet5 only, not {args.architecture!r}; drop --padding")
+    if args.padding > MAX_PADDING:
+        raise ConfigurationError(
+            f"--padding must be at most {MAX_PADDING} (LeNet-5's 5×5 kernels see nothing beyond), got {args.padding}"
+        )
     return partial(lenet5, padding=args.padding)
 
 
@@ -157,6 +164,7 @@ def _check_outputs(args: argparse.Namespace, *, in_process: bool) -> None:
 def run_train(args: argparse.Namespace) -> int:
     in_process = args.workers == 0 and args.scheduler is None
     _check_outputs(args, in_process=in_process)
+    architecture = _architecture(args)
     (X, y), test = _training_data(args)
     where = (
         nullcontext(None)
@@ -165,7 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     with where as client:
         classifier = BPTClassifier(
-            _architecture(args),
+            architecture,
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -240,6 +241,7 @@ TRAIN_DIGITS = ["train", "--dataset", "digits", "--padding", "2", "--epochs", "1
         (["ingest", "digits", "OUT.zarr", "--test-size", "nan"], "expected a fraction in [0, 1) or a count >= 0"),
         (["ingest", "digits", "OUT.zarr", "--chunk-size", "0"], "argument --chunk-size"),
         (["train", "--architecture", "resnet"], "argument --architecture: invalid choice"),
+        (["train", "--padding", "40", "--workers", "0"], "--padding must be at most 4"),
     ],
 )
 def test_bad_numbers_on_the_command_line_are_usage_errors(tmp_path, monkeypatch, capsys, args, message):
@@ -323,6 +325,7 @@ def test_help_documents_the_exit_statuses(capsys):
         "3   unusable input",
         "4   training diverged",
         "5   the Dask",
+        "6   out of memory",
     ):
         assert line in out
 
@@ -372,6 +375,23 @@ def test_ctrl_c_exits_130_with_one_line_and_writes_no_model(tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in err, err
     assert err.split("\n")[-2] == "bptdask: interrupted"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_running_out_of_memory_exits_6_with_one_line(tmp_path):
+    """Under a 1.1 GB address-space limit (imports take ~0.75 GB), batches of 4,000 MNIST images do not fit."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1100 * 2**20, 1100 * 2**20))
+
+    command = [sys.executable, "-m", "bptdask", "train", "--workers", "0", "--threads", "1", "--epochs", "1"]
+    command += ["--batch-size", "4000", "--quiet", "--output", str(tmp_path / "model.npz")]
+    environment = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, preexec_fn=limit_memory, env=environment
+    )
+    assert result.returncode == 6, result.stderr
+    one_line_error(result.stderr, "out of memory (Unable to allocate", "smaller --batch-size")
     assert list(tmp_path.iterdir()) == []
 
 
