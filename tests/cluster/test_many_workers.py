@@ -5,7 +5,7 @@ LeNet-5 on the 8×8 digits in small parts (chunks of 32 samples). With the paper
 exponential rule every push is about 15 merges stale and counts ``0.5 ** 15`` of itself,
 so the weights barely move (17–23% test accuracy after 12 epochs, seeds 0 and 1); the
 default inverse rule weighs a push by ``1/(s + 1)``, a round of on-time pushes applies
-one average update, and it reached 95.3–96.7% (seeds 0–2; SGWU 96.1%, seed 0). The
+one average update, and it reached 93.3–95.8% (seeds 0–2; SGWU 96.1%, seed 0). The
 floor sits between the two.
 """
 
