@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import dask
 from distributed import Client, LocalCluster, get_worker
+from distributed.comm import get_address_host_port
 
 from bptdask.errors import ClusterTrainingError, ConfigurationError
 from bptdask.inner.runner import available_cores
@@ -63,22 +64,29 @@ def connect(
         yield client
 
 
-def _client_of(scheduler: str, security) -> Client:
-    """A client of the running scheduler at ``scheduler``.
+@contextmanager
+def _client_of(scheduler: str, security) -> Iterator[Client]:
+    """A client of the running scheduler at ``scheduler``, this process's default while it is open.
+
+    It becomes the default only once connected: a client that fails to connect would
+    otherwise stay registered as the default and take every later Dask computation.
 
     Raises
     ------
     ClusterTrainingError
         No scheduler answers at that address within Dask's connect timeout
-        (``distributed.comm.timeouts.connect``).
+        (``distributed.comm.timeouts.connect``), or the address is malformed.
     """
     try:
-        return Client(scheduler, security=security)
+        get_address_host_port(scheduler)  # a malformed address fails before a Client exists (its __del__ would print)
+        client = Client(scheduler, security=security, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterTrainingError(
             f"cannot reach a Dask scheduler at {scheduler!r} ({type(exc).__name__}: {exc}); check the address "
             "(tcp://host:port) and that the scheduler is running and reachable from here"
         ) from None
+    with client, client.as_current(), dask.config.set(scheduler=client):
+        yield client
 
 
 def check_open(client: Client) -> None:

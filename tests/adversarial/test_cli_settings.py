@@ -21,6 +21,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
@@ -302,10 +303,7 @@ def test_input_errors_exit_3_with_one_line(tmp_path, digits_zarr, capsys):
     assert tree_digest(tmp_path) == before
 
 
-def test_an_unreachable_scheduler_exits_5(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "1s")
-    import dask
-
+def test_an_unreachable_scheduler_exits_5_and_leaves_no_default_client(tmp_path, capsys):
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         status, out, err = run_cli([*TRAIN_DIGITS, "--scheduler", "tcp://127.0.0.1:9"], capsys)
         assert status == 5 and "test accuracy" not in out
@@ -313,6 +311,13 @@ def test_an_unreachable_scheduler_exits_5(tmp_path, capsys, monkeypatch):
         status, _, err = run_cli(["ingest", "digits", str(tmp_path / "d.zarr"), "--scheduler", "nowhere"], capsys)
     assert status == 5
     one_line_error(err, "cannot reach a Dask scheduler at 'nowhere'")
+    assert dask.config.get("scheduler", None) is None, "a client that never connected is not the default"
+    assert list(tmp_path.iterdir()) == []
+    # As a user runs it: nothing more is printed when the process exits.
+    command = [sys.executable, "-m", "bptdask", "ingest", "digits", "d.zarr", "--scheduler", "nowhere"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 5
+    one_line_error(result.stderr, "missing port number")
     assert list(tmp_path.iterdir()) == []
 
 
