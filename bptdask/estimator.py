@@ -61,6 +61,7 @@ class BPTClassifier(ClassifierMixin, BaseEstimator):
     epochs : int, default 10
         Passes over the training data in :meth:`fit`.
     batch_size : int, default 64
+        Samples per step; with fewer samples than that, each epoch is one step over all.
     lr, momentum, weight_decay, nesterov
         SGD settings (:class:`bptdask.optim.SGD`).
     lr_schedule : {"cosine", "constant"}, default "cosine"
