@@ -174,7 +174,7 @@ def test_nan_located_in_later_sample():
         ({"device": "tpu"}, "device must be one of 'auto', 'cpu', 'gpu', got 'tpu'"),
         ({"n_threads": 0}, "n_threads must be an integer >= 1, got 0"),
         ({"update": "async"}, "update must be one of 'agwu', 'sgwu', got 'async'"),
-        ({"merge_weight": 0.0}, r"merge_weight must be a finite number > 0 and <= 1 \(1/m averages"),
+        ({"merge_weight": 0.0}, r"merge_weight must be a finite number > 0 and <= 1 \(1: one average update a round"),
         ({"staleness_decay": 2.0}, r"staleness_decay must be a finite number > 0 and <= 1 \(1 means no decay\)"),
         ({"max_staleness": -1}, "max_staleness must be an integer >= 0, got -1"),
         ({"worker_timeout": 0}, r"worker_timeout must be a finite number > 0 \(seconds\), got 0"),
