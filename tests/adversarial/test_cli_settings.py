@@ -438,7 +438,7 @@ def client():
 
 
 def in_process_cluster() -> LocalCluster:
-    """A small cluster of threads in this process, for the cases that close it."""
+    """A small cluster of threads in this process, for a client closed before the fit."""
     return LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
 
 
@@ -495,7 +495,7 @@ def when_training(client: Client, action) -> threading.Thread:
 
 def test_a_cluster_closed_during_the_fit_is_named_as_the_cause(digits):
     X, y, _ = digits
-    with in_process_cluster() as cluster, Client(cluster) as client:
+    with LocalCluster(processes=True, **{**CLUSTER, "memory_limit": None}) as cluster, Client(cluster) as client:
         closer = when_training(client, cluster.close)
         classifier = BPTClassifier(DIGITS_NET, epochs=500, client=client, random_state=0)
         with pytest.raises(ClusterTrainingError, match=r"closed.*(keep both open|keep the workers running)"):
