@@ -75,6 +75,18 @@ def test_train_on_a_zarr_dataset_writes_the_run_report(tmp_path, capsys):
     assert json.loads(report.read_text())["version"] == saved["version"]
 
 
+def test_train_takes_the_merge_rule(tmp_path, capsys):
+    bptdask.ingest(*datasets.digits(random_state=0), tmp_path / "digits.zarr", chunk_size=100, test_size=0.2)
+    report = tmp_path / "run.json"
+    args = ["train", str(tmp_path / "digits.zarr"), "--padding", "2", "--epochs", "1", "--workers", "2"]
+    assert main([*args, "--merge-rule", "exponential", "--report", str(report), "--quiet"]) == 0
+    assert json.loads(report.read_text())["merge_rule"].startswith("exponential(")
+    with pytest.raises(SystemExit) as usage:
+        main([*args, "--merge-rule", "fedavg"])
+    assert usage.value.code == 2
+    assert "argument --merge-rule: invalid choice: 'fedavg'" in capsys.readouterr().err
+
+
 def test_errors_exit_with_their_status_and_a_message(tmp_path, capsys):
     bogus = tmp_path / "bogus.npz"
     bogus.write_text("not a model")

@@ -45,7 +45,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "inputs": _CORE | {"data"},
     "predictor": _CORE,
     "estimator": _CORE | {"cluster", "data", "inner", "inputs", "local", "outer", "predictor", "report", "serialize"},
-    "cli": _CORE | {"cluster", "data", "datasets", "estimator", "report"},
+    "cli": _CORE | {"cluster", "data", "datasets", "estimator", "outer", "report"},
     "testing": _CORE | {"inner"},
     "__main__": {"cli"},
 }

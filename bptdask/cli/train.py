@@ -27,6 +27,7 @@ from bptdask.data import open_dataset
 from bptdask.errors import ConfigurationError
 from bptdask.estimator import BPTClassifier
 from bptdask.models import ARCHITECTURES, lenet5
+from bptdask.outer.merge_rules import MERGE_RULES
 from bptdask.report import format_report, save_report
 from bptdask.validation import check_output_path
 
@@ -60,6 +61,13 @@ def add_parser(subparsers) -> None:
         choices=("agwu", "sgwu"),
         default="agwu",
         help="merge each worker's update on arrival (agwu) or average each round (sgwu)",
+    )
+    train.add_argument(
+        "--merge-rule",
+        choices=MERGE_RULES,
+        default=MERGE_RULES[0],
+        help="how AGWU weighs an update by its staleness s: inverse 1/(s+1) (default), concurrency, "
+        "polynomial, or the BPT-CNN paper's exponential",
     )
     train.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
     train.add_argument(
@@ -178,6 +186,7 @@ def run_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             update=args.update,
+            merge_rule=args.merge_rule,
             client=client,
             device=args.device,
             n_threads=args.threads if in_process else None,
