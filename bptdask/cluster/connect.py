@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import dask
 from distributed import Client, LocalCluster, get_worker
-from distributed.comm import get_address_host_port
+from distributed.comm import get_address_host_port, parse_address
 
 from bptdask.errors import ClusterTrainingError, ConfigurationError
 from bptdask.inner.runner import available_cores
@@ -78,7 +78,10 @@ def _client_of(scheduler: str, security) -> Iterator[Client]:
         (``distributed.comm.timeouts.connect``), or the address is malformed.
     """
     try:
-        get_address_host_port(scheduler)  # a malformed address fails before a Client exists (its __del__ would print)
+        # A malformed address fails before a Client exists (whose __del__ would print);
+        # an in-process scheduler's address has no port to check.
+        if parse_address(scheduler)[0] != "inproc":
+            get_address_host_port(scheduler)
         client = Client(scheduler, security=security, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterTrainingError(
