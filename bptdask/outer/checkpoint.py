@@ -301,14 +301,20 @@ class CheckpointWriter:
         self.status = CheckpointStatus(version=version)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="bptdask-checkpoint") if background else None
         self._writing: Future | None = None
+        self._attempted = version  # the version of the last write tried, failed or not
 
     def merged(self, version: int, snapshot: Callable[[], CheckpointState]) -> None:
-        """A merge produced ``version``: checkpoint ``snapshot()`` if one is due."""
-        if version - self.status.version < self.every:
+        """A merge produced ``version``: checkpoint ``snapshot()`` if one is due.
+
+        One is due ``every`` versions after the last attempt: a write that failed (a
+        full disk) is retried after as many merges, not after every merge.
+        """
+        if version - self._attempted < self.every:
             return
         if self._thread is None:
             self._write(snapshot())
         elif self._writing is None or self._writing.done():
+            self._attempted = version
             self._writing = self._thread.submit(self._write, snapshot())
 
     def write(self, state: CheckpointState) -> int | None:
@@ -318,6 +324,7 @@ class CheckpointWriter:
         return self._write(state)
 
     def _write(self, state: CheckpointState) -> int | None:
+        self._attempted = max(self._attempted, state.version)
         try:
             self.store.write(state)
         except Exception as exc:

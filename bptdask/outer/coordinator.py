@@ -233,8 +233,8 @@ class TrainingCoordinator:
         if self.config.update == "sgwu" and result.status == "merged":
             self.schedule.round_merged(plan)
         self._close_finished_epochs()
-        if result.status == "merged" and self.writer is not None:
-            self.writer.merged(self.server.version, self.snapshot)
+        if result.status == "merged" and self.writer is not None and not self.finished:
+            self.writer.merged(self.server.version, self.snapshot)  # a finished run's last write is explicit
         return result
 
     def _count_merge(self, plan: EpochPlan, result: PushResult) -> None:

@@ -210,6 +210,25 @@ def test_the_writer_checkpoints_when_due_and_records_a_failed_write(tmp_path, ba
     assert len(writer.status.errors) == 1 and writer.store.latest().version == 12
 
 
+def test_a_failed_periodic_write_is_retried_after_every_merges_not_after_each(tmp_path):
+    writer = CheckpointWriter(CheckpointStore(tmp_path), every=5, background=False)
+    tried = []
+
+    def broken(version):
+        tried.append(version)
+        damaged = state(version)
+        damaged.params["1.bias"] = object()  # the write fails, as on a full disk
+        return damaged
+
+    def merge_twelve_times():
+        for version in range(1, 13):
+            writer.merged(version, lambda version=version: broken(version))
+
+    with pytest.warns(RuntimeWarning, match="checkpoint of version 5 failed"):
+        merge_twelve_times()
+    assert tried == [5, 10] and len(writer.status.errors) == 2 and writer.status.written == 0
+
+
 def test_a_resume_takes_the_newest_checkpoint_of_the_same_run_and_its_seed(tmp_path):
     config = RunConfig(epochs=3, seed=1)
     run = describe_run(config, ARCHITECTURE, [40] * 10)
