@@ -37,6 +37,9 @@ from bptdask.outer.supervisor import SupervisorState
 from bptdask.report import Evaluation, RunReport
 from bptdask.validation import check_integer
 
+#: Seconds a cluster that lost the coordinator's worker gets to show whether it is closing.
+SETTLE_SECONDS = 6.0
+
 
 def fit_on_cluster(
     client: Client,
@@ -168,6 +171,25 @@ def _reachable(client: Client) -> bool:
     return True
 
 
+def _settle(client: Client) -> bool:
+    """Wait up to :data:`SETTLE_SECONDS` while the cluster keeps losing workers; False if it closed meanwhile.
+
+    A cluster being closed loses its workers one by one, the coordinator's first at
+    times: waiting until the membership holds still tells that from one worker dying.
+    """
+    deadline = time.monotonic() + SETTLE_SECONDS
+    before = None
+    while time.monotonic() < deadline:
+        if not _reachable(client):
+            return False
+        now = worker_addresses(client)
+        if now == before or not now:
+            return True
+        before = now
+        time.sleep(1.0)
+    return _reachable(client)
+
+
 def _lost(error: BaseException) -> bool:
     """Whether a training task's ``error`` says only that it lost its worker or coordinator, not why."""
     return isinstance(error, (KilledWorker, ClusterTrainingError))
@@ -181,11 +203,12 @@ def _cause_on_the_cluster(client: Client, error: Exception, shell: Shell | None,
     task raised an error on its worker (a bptdask error keeps its class); every worker
     left; the worker holding the coordinator left the cluster.
     """
+    closed = ClusterTrainingError(
+        f"the Dask client or its cluster was closed while the fit ran ({type(error).__name__}: {error}); "
+        "keep both open until fit returns, and start a new cluster to train again"
+    )
     if not _reachable(client):
-        return ClusterTrainingError(
-            f"the Dask client or its cluster was closed while the fit ran ({type(error).__name__}: {error}); "
-            "keep both open until fit returns, and start a new cluster to train again"
-        )
+        return closed
     if not isinstance(error, ClusterTrainingError):
         return None
     killed = memory_kills(client, since=since)
@@ -206,6 +229,10 @@ def _cause_on_the_cluster(client: Client, error: Exception, shell: Shell | None,
         )
     home = None if shell is None or shell.generation is None else shell.generation.home
     present = worker_addresses(client)
+    if home is not None and home not in present:
+        if not _settle(client):
+            return closed
+        present = worker_addresses(client)
     if home is not None and not present:
         return ClusterTrainingError(
             f"every worker left the cluster while the fit ran, {home} with the coordinator among them (was the "
