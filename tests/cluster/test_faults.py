@@ -55,6 +55,20 @@ def later(seconds, action):
     return thread
 
 
+def once(condition, action, *, timeout=60.0):
+    """Run ``action`` on a thread as soon as ``condition()`` holds (polled every 0.1 s); returns the thread."""
+
+    def run():
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        action()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def training_a_part() -> bool:
     """Whether a thread of this process is inside ``train_epoch`` now (run on a worker)."""
     for frame in sys._current_frames().values():
@@ -103,7 +117,12 @@ def test_a_killed_coordinator_is_recreated_from_the_newest_checkpoint(cluster, m
     _, (X_test, y_test), dataset = mnist
     workers = worker_addresses(cluster)
     pids = cluster.run(os.getpid)
-    killer = later(4.0, lambda: os.kill(pids[workers[0]], signal.SIGKILL))
+
+    def periodic_checkpoint_written():  # beyond the one of version 0 written at the start
+        return any(int(name.rsplit("v", 1)[1]) > 0 for name in CheckpointStore(tmp_path).names())
+
+    # Killed once a periodic checkpoint exists, however loaded the machine is.
+    killer = once(periodic_checkpoint_written, lambda: os.kill(pids[workers[0]], signal.SIGKILL))
     model, params, report = fit(cluster, dataset, checkpoint=tmp_path, checkpoint_every=10)
     killer.join()
     [recovery] = report.recoveries
