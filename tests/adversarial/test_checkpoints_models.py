@@ -12,11 +12,7 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 import tracemalloc
 import zipfile
 from functools import partial
@@ -50,6 +46,7 @@ from bptdask.outer.run_config import RunConfig, describe_run
 from bptdask.predictor import Predictor
 from bptdask.report import MergeLog
 from bptdask.serialize import HEADER_KEY, load_model, save_model
+from bptdask.testing import hostile
 
 MODEL = Sequential([Flatten(), Dense(3)], input_shape=(1, 4, 4))
 CONFIG = RunConfig(epochs=2, seed=5)
@@ -86,26 +83,11 @@ def weight_chunk(directory: Path) -> Path:
     return directory / "params" / "1.weight" / "c" / "0" / "0"
 
 
-def run_without_dac_override(code: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a Python subprocess that lacks CAP_DAC_OVERRIDE (file modes apply, even to root)."""
-    if shutil.which("capsh") is None:
-        pytest.skip("capsh is not installed: cannot drop CAP_DAC_OVERRIDE")
-    command = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", 'exec "$0" "$1" "$2"']
-    return subprocess.run(
-        [*command, sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs, unmounted afterwards (skipped where mounting is not permitted)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with hostile.small_disk(tmp_path / "small-disk", "4m") as mount:
+        yield mount
 
 
 def fill(disk: Path, *, leave: int) -> None:
@@ -291,9 +273,8 @@ def test_a_drawn_seed_resumes_with_the_checkpoints_seed(two_checkpoints):
 def test_a_read_only_checkpoint_directory_is_refused_before_training(two_checkpoints):
     store, _, _ = two_checkpoints
     before = files_of(store.path)
-    os.chmod(store.path, 0o555)
-    try:
-        done = run_without_dac_override(
+    with hostile.mode(store.path, 0o555):
+        done = hostile.run_without_dac_override(
             f"""
             from bptdask.errors import ConfigurationError
             from bptdask.outer.checkpoint import resume_run
@@ -304,8 +285,6 @@ def test_a_read_only_checkpoint_directory_is_refused_before_training(two_checkpo
                 print("refused:", exc)
             """
         )
-    finally:
-        os.chmod(store.path, 0o755)
     assert f"refused: checkpoints cannot be written to {store.path} (Permission denied)" in done.stdout, done.stderr
     assert files_of(store.path) == before
 
@@ -315,7 +294,7 @@ def test_a_fit_into_a_read_only_directory_is_refused_on_the_client_before_traini
     directory = tmp_path / "ckpt"
     directory.mkdir(mode=0o555)
     try:
-        done = run_without_dac_override(
+        done = hostile.run_without_dac_override(
             f"""
             from distributed import Client, LocalCluster
             from bptdask import BPTClassifier, datasets
@@ -339,9 +318,8 @@ def test_a_fit_into_a_read_only_directory_is_refused_on_the_client_before_traini
 def test_a_checkpoint_directory_that_cannot_be_listed_is_refused(two_checkpoints):
     store, _, _ = two_checkpoints
     before = files_of(store.path)
-    os.chmod(store.path, 0o000)
-    try:
-        done = run_without_dac_override(
+    with hostile.mode(store.path, 0o000):
+        done = hostile.run_without_dac_override(
             f"""
             from bptdask.errors import ConfigurationError
             from bptdask.outer.checkpoint import CheckpointStore
@@ -351,8 +329,6 @@ def test_a_checkpoint_directory_that_cannot_be_listed_is_refused(two_checkpoints
                 print("refused:", exc)
             """
         )
-    finally:
-        os.chmod(store.path, 0o755)
     assert f"refused: checkpoint directory {str(store.path)!r} cannot be listed (Permission denied)" in done.stdout
     assert files_of(store.path) == before
 
@@ -360,9 +336,8 @@ def test_a_checkpoint_directory_that_cannot_be_listed_is_refused(two_checkpoints
 def test_a_failed_write_into_a_read_only_directory_keeps_the_previous_checkpoint(two_checkpoints):
     store, _, _ = two_checkpoints
     before = files_of(store.path)
-    os.chmod(store.path, 0o555)
-    try:
-        done = run_without_dac_override(
+    with hostile.mode(store.path, 0o555):
+        done = hostile.run_without_dac_override(
             f"""
             import warnings
             from bptdask.outer.checkpoint import CheckpointStore, CheckpointWriter, load_checkpoint
@@ -376,8 +351,6 @@ def test_a_failed_write_into_a_read_only_directory_keeps_the_previous_checkpoint
             print("latest:", store.latest().version)
             """
         )
-    finally:
-        os.chmod(store.path, 0o755)
     assert "written: None" in done.stdout and "v9: PermissionError(13, 'Permission denied')" in done.stdout, done.stderr
     assert "latest: 4" in done.stdout
     assert files_of(store.path) == before

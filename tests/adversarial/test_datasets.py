@@ -58,6 +58,7 @@ from bptdask.errors import (
     ShapeError,
     SourceError,
 )
+from bptdask.testing import hostile
 from bptdask.testing.clusters import nanny_cluster
 
 RNG = np.random.default_rng(14)
@@ -288,16 +289,6 @@ def test_a_crash_after_the_commit_renames_leaves_nothing_behind_the_next_ingest(
     assert not leftover.exists() and len(open_dataset(stored)) == 30
 
 
-def _run_without_dac_override(code: str) -> subprocess.CompletedProcess:
-    """Run Python ``code`` in a subprocess without CAP_DAC_OVERRIDE, so file modes apply even to root."""
-    if shutil.which("capsh") is None:
-        pytest.skip("capsh is not installed: cannot drop CAP_DAC_OVERRIDE")
-    command = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", 'exec "$0" "$1" "$2"']
-    return subprocess.run(
-        [*command, sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.fixture
 def read_only(tmp_path):
     """``read_only(directory)`` takes write permission away from ``directory`` until the test ends."""
@@ -328,7 +319,7 @@ def test_ingest_into_a_read_only_directory_is_a_dataset_error_and_changes_nothin
     read_only(tmp_path)
     before = snapshot(tmp_path)
     call = f"ingest(np.zeros((20, 1, 4, 4), np.uint8), np.arange(20) % 2, {str(stored)!r}, overwrite=True)"
-    done = _run_without_dac_override(_INGEST_AND_REPORT.format(call=call))
+    done = hostile.run_without_dac_override(_INGEST_AND_REPORT.format(call=call))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("DatasetError cannot write") and "Permission denied" in done.stdout, done.stdout
     _assert_unchanged(tmp_path, before)
@@ -339,7 +330,7 @@ def test_a_crashed_replacement_that_cannot_be_moved_back_names_where_the_dataset
     aside = _crash_between_renames(stored)
     read_only(tmp_path)
     before = snapshot(tmp_path)
-    done = _run_without_dac_override(_INGEST_AND_REPORT.format(call=f"open_dataset({str(stored)!r})"))
+    done = hostile.run_without_dac_override(_INGEST_AND_REPORT.format(call=f"open_dataset({str(stored)!r})"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("IncompleteDatasetError"), done.stdout
     assert str(aside) in done.stdout and "rename that directory back yourself" in done.stdout
@@ -349,13 +340,8 @@ def test_a_crashed_replacement_that_cannot_be_moved_back_names_where_the_dataset
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs, unmounted afterwards (skipped where mounting is not permitted)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with hostile.small_disk(tmp_path / "small-disk", "1m") as mount:
+        yield mount
 
 
 @pytest.mark.timeout(120)
