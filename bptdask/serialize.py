@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import numpy as np
 
 from bptdask._typing import Params
 from bptdask.atomic import replacing
 from bptdask.backend import to_numpy
+from bptdask.checksums import array_crc32c
 from bptdask.errors import ModelFileError, ModelNotFoundError, TrainingDivergedError
 from bptdask.model import Sequential
 
@@ -93,18 +93,13 @@ def save_model(
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "architecture": model.to_config(),
-        "checksums": {name.removeprefix(PARAM_PREFIX): _checksum(value) for name, value in arrays.items()},
+        "checksums": {name.removeprefix(PARAM_PREFIX): array_crc32c(value) for name, value in arrays.items()},
         "metadata": metadata or {},
     }
     arrays[HEADER_KEY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     with replacing(path) as staged, open(staged, "wb") as handle:
         np.savez(handle, **arrays)
     return path
-
-
-def _checksum(value: np.ndarray) -> int:
-    """The CRC32C of an array's bytes in C order."""
-    return google_crc32c.value(np.ascontiguousarray(value).tobytes())
 
 
 def load_model(path: str | os.PathLike) -> SavedModel:
@@ -264,7 +259,7 @@ def _read_params(
         value = _read_npy(archive, entries[PARAM_PREFIX + name], path, shape)
         if value.dtype not in PARAM_DTYPES:
             raise ModelFileError(f"{path}: parameter {name!r} has dtype {value.dtype}; models hold float32 or float64")
-        if checksums is not None and _checksum(value) != checksums[name]:
+        if checksums is not None and array_crc32c(value) != checksums[name]:
             raise ModelFileError(f"{path}: parameter {name!r} fails its CRC32C checksum; the file is corrupt")
         if not np.isfinite(value).all():
             raise ModelFileError(f"{path}: parameter {name!r} holds NaN or infinite values; the model is unusable")

@@ -56,6 +56,7 @@ from zarr.storage import LocalStore
 
 from bptdask._typing import Params
 from bptdask.atomic import replacing
+from bptdask.checksums import array_crc32c
 from bptdask.errors import CheckpointError, ConfigurationError
 from bptdask.model import Sequential
 from bptdask.outer.run_config import RunConfig
@@ -354,7 +355,7 @@ def _write_group(directory: Path, state: CheckpointState) -> None:
         "evaluations": [dataclasses.asdict(evaluation) for evaluation in state.evaluations],
         "counts": state.counts,
         "arrays": {
-            name: {"shape": list(value.shape), "dtype": value.dtype.str, "crc32c": _checksum(value)}
+            name: {"shape": list(value.shape), "dtype": value.dtype.str, "crc32c": array_crc32c(value)}
             for name, value in arrays.items()
         },
         "merge_columns": list(MERGE_COLUMNS),
@@ -370,11 +371,6 @@ def _write_group(directory: Path, state: CheckpointState) -> None:
             compressors=[ZstdCodec(), Crc32cCodec()],
             config={"write_empty_chunks": True},  # a missing chunk is then damage, never zeros
         )
-
-
-def _checksum(value: np.ndarray) -> int:
-    """The CRC32C of an array's bytes in C order."""
-    return google_crc32c.value(np.ascontiguousarray(value).tobytes())
 
 
 def _document_checksum(document: dict[str, Any]) -> int:
@@ -527,7 +523,7 @@ def _read_numeric(group: zarr.Group, directory: Path, name: str, spec: dict[str,
         value = array[...]
     except Exception as exc:  # a truncated or changed chunk fails decompression or its CRC32C
         raise CheckpointError(f"{where} is damaged: a chunk cannot be read ({type(exc).__name__}: {exc})") from None
-    if _checksum(value) != spec["crc32c"]:
+    if array_crc32c(value) != spec["crc32c"]:
         raise CheckpointError(f"{where} is damaged: its values do not match their CRC32C checksum")
     return value
 
